@@ -1,0 +1,54 @@
+//! The `mcpgate` binary: parse the command line, then hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mcpgate::cli::{Cli, Command};
+use mcpgate::{app, config, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.as_ref().unwrap_or(&Command::Run) {
+        Command::Check => check(&cli.config),
+        Command::Run => run(&cli),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            print!("{}", app::describe(&cfg));
+            println!("config OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.problems() {
+                eprintln!("{}: {line}", path.display());
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> ExitCode {
+    telemetry::init(cli.log_format, &cli.log_filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcpgate: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(app::run(&cli.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("mcpgate: {line}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Header rules for forwarding: what never crosses the gateway, and what it adds.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are never forwarded,
+/// in either direction. `proxy-connection` and `keep-alive` are legacy but still seen.
+pub static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Caller credentials are never passed to the upstream: MCP forbids token passthrough
+/// (authorization spec, "Access Token Privilege Restriction"), and cookies are credentials too.
+pub static CALLER_CREDENTIALS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+];
+
+/// Forwarding headers the gateway writes itself; values from the client are dropped so a
+/// client cannot pose as another address or origin to the upstream.
+pub static FORWARDING: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// Removes hop-by-hop headers, including any named in `Connection` (RFC 9110 §7.6.1).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// What the gateway knows about the caller's connection, for `X-Forwarded-*`.
+pub struct ForwardedFor<'a> {
+    pub client_ip: std::net::IpAddr,
+    pub proto: &'static str,
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Prepares request headers for the upstream: drops connection-level, credential, forwarding,
+/// identity and route-listed headers, then writes the gateway's own forwarding headers.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    strip: &[HeaderName],
+    identity: impl Iterator<Item = HeaderName>,
+    fwd: &ForwardedFor<'_>,
+) {
+    remove_hop_by_hop(headers);
+    for name in CALLER_CREDENTIALS
+        .iter()
+        .chain(FORWARDING.iter())
+        .chain(strip)
+    {
+        headers.remove(name);
+    }
+    for name in identity {
+        headers.remove(name);
+    }
+    headers.remove(header::HOST);
+    if let Ok(ip) = HeaderValue::from_str(&fwd.client_ip.to_string()) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(fwd.proto),
+    );
+    if let Some(host) = fwd.host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+}
+
+/// Cleans an upstream response before it reaches the caller.
+pub fn prepare_response(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert!(
+            h.get("x-secret").is_none() && h.get("te").is_none() && h.get("connection").is_none()
+        );
+        assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn credentials_spoofed_forwarding_and_listed_headers_never_reach_upstream() {
+        let mut h = map(&[
+            ("authorization", "Bearer x"),
+            ("cookie", "a=b"),
+            ("proxy-authorization", "Basic y"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-mcp-subject", "admin"),
+            ("x-internal", "1"),
+            ("mcp-session-id", "s1"),
+            ("host", "gateway"),
+        ]);
+        let host = HeaderValue::from_static("gw.example");
+        let fwd = ForwardedFor {
+            client_ip: [10, 0, 0, 1].into(),
+            proto: "https",
+            host: Some(&host),
+        };
+        let identity = [HeaderName::from_static("x-mcp-subject")];
+        prepare_request(
+            &mut h,
+            &[HeaderName::from_static("x-internal")],
+            identity.into_iter(),
+            &fwd,
+        );
+        for gone in [
+            "authorization",
+            "cookie",
+            "proxy-authorization",
+            "x-mcp-subject",
+            "x-internal",
+            "host",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone} survived");
+        }
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "gw.example");
+        assert_eq!(h["mcp-session-id"], "s1");
+    }
+}

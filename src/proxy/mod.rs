@@ -1,0 +1,181 @@
+//! Forwarding to upstream MCP servers: a pooled client per route, header rules, streaming.
+
+pub mod headers;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::body::Body;
+
+/// Why an upstream exchange failed; `kind()` is the metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream connection failed")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream connection reset or protocol error")]
+    Reset(#[source] hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Reset(_) => "reset",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("upstream URL {0} has no host")]
+    NoHost(String),
+    #[error("TLS client setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// One upstream: where it is and the pooled keep-alive client that reaches it.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    /// Upstream path without a trailing slash; the route's sub-path tail is appended.
+    base_path: String,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(
+        uri: &Uri,
+        connect_timeout: Duration,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, SetupError> {
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| SetupError::NoHost(uri.to_string()))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| SetupError::NoHost(uri.to_string()))?;
+        Ok(Upstream {
+            client: build_client(connect_timeout, ca_file)?,
+            scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority,
+            host,
+            base_path: uri.path().trim_end_matches('/').to_string(),
+            timeout,
+        })
+    }
+
+    /// The upstream URI for a request whose path below the route is `tail`.
+    fn target(&self, tail: &str, query: Option<&str>) -> Uri {
+        let mut pq = String::with_capacity(self.base_path.len() + tail.len() + 1);
+        pq.push_str(&self.base_path);
+        pq.push_str(tail);
+        if pq.is_empty() {
+            pq.push('/');
+        }
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = PathAndQuery::try_from(pq).ok();
+        Uri::from_parts(parts).unwrap_or_default()
+    }
+
+    /// Sends a request whose headers have already been prepared and returns the upstream's
+    /// response with its body still streaming. The timeout covers connect and response
+    /// headers only: an SSE body may legitimately stay open for a long time.
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        tail: &str,
+    ) -> Result<Response<Body>, UpstreamError> {
+        *req.uri_mut() = self.target(tail, req.uri().query());
+        *req.version_mut() = http::Version::HTTP_11;
+        req.headers_mut()
+            .insert(http::header::HOST, self.host.clone());
+        let response = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+            .map_err(|e| {
+                if e.is_connect() {
+                    UpstreamError::Connect(e)
+                } else {
+                    UpstreamError::Reset(e)
+                }
+            })?;
+        let (mut parts, body) = response.into_parts();
+        headers::prepare_response(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| Box::new(e) as crate::body::BoxError)
+                .boxed_unsync(),
+        ))
+    }
+}
+
+fn build_client(
+    connect_timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<Client<HttpsConnector<HttpConnector>, Body>, SetupError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca_file)?)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(512)
+        .build(https))
+}
+
+/// Upstream TLS trusts the Mozilla roots, plus the route's own CA file when one is set
+/// (private PKI inside a cluster).
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let ca_err = |reason: String| SetupError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))?;
+        for cert in certs {
+            roots
+                .add(cert.map_err(|e| ca_err(e.to_string()))?)
+                .map_err(|e| ca_err(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
