@@ -171,15 +171,11 @@ async fn try_handle(
     state.jsonrpc_id = jsonrpc_id(&body);
 
     // 4. Forward: credentials stripped, forwarding headers set, response streamed back.
+    let host = host_of(&parts);
     let fwd = ForwardedFor {
         client_ip: conn.peer.ip(),
         proto: if conn.tls { "https" } else { "http" },
-        host: host_of(&parts),
-    };
-    let host = fwd.host.cloned();
-    let fwd = ForwardedFor {
         host: host.as_ref(),
-        ..fwd
     };
     prepare_request(
         &mut parts.headers,
@@ -241,6 +237,9 @@ fn jsonrpc_id(body: &[u8]) -> Option<Box<RawValue>> {
         .and_then(|m| m.id)
 }
 
-fn host_of(parts: &http::request::Parts) -> Option<&HeaderValue> {
-    parts.headers.get(header::HOST)
+/// The host the client asked for: `Host` in HTTP/1.1, `:authority` in HTTP/2.
+fn host_of(parts: &http::request::Parts) -> Option<HeaderValue> {
+    parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
 }

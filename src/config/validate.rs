@@ -128,7 +128,7 @@ pub(super) fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigEr
     let routes = routes(&file.routes, &server, &file.issuers, base, &mut problems);
     let audit = audit(file.audit.as_ref(), base, &mut problems);
     let session = session(file.session.as_ref(), base, &mut problems);
-    if admin.listen == server.listen {
+    if admin.listen == server.listen && server.listen.port() != 0 {
         problems.push(
             "admin.listen",
             "must differ from server.listen: metrics never share the public listener",
