@@ -22,7 +22,7 @@ pub async fn handle(current: Arc<ArcSwap<Gateway>>, req: Request<Incoming>) -> R
             "not ready: issuer keys not loaded yet\n",
         ),
         "/metrics" => {
-            let mut resp = text(StatusCode::OK, gw.metrics.render());
+            let mut resp = text(StatusCode::OK, gw.metrics().render());
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

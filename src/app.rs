@@ -11,9 +11,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::audit::Auditor;
+use crate::auth::AuthMetrics;
 use crate::config::{self, Config, UpstreamTarget};
-use crate::gateway::{self, Gateway};
+use crate::gateway::{self, Gateway, Shared};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::server::{self, Limits};
 use crate::tls::{self, CertResolver};
 
@@ -33,6 +36,10 @@ pub enum StartError {
     },
     #[error("cannot start the built-in demo upstream: {0}")]
     Demo(std::io::Error),
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(prometheus::Error),
 }
 
 impl StartError {
@@ -42,7 +49,9 @@ impl StartError {
             StartError::Tls(_)
             | StartError::Build(_)
             | StartError::Bind { .. }
-            | StartError::Demo(_) => 1,
+            | StartError::Demo(_)
+            | StartError::Audit(_)
+            | StartError::Metrics(_) => 1,
         }
     }
 }
@@ -62,17 +71,9 @@ pub async fn start(path: &Path) -> Result<Running, StartError> {
 }
 
 pub async fn start_with(config: Arc<Config>) -> Result<Running, StartError> {
-    let metrics = Arc::new(Metrics::new());
-    let demo = if config
-        .routes
-        .iter()
-        .any(|r| matches!(r.upstream, UpstreamTarget::BuiltinDemo))
-    {
-        Some(crate::demo::spawn().await.map_err(StartError::Demo)?)
-    } else {
-        None
-    };
-    let gw = Gateway::build(config.clone(), metrics.clone(), demo)?;
+    let shared = Arc::new(shared(&config).await?);
+    let metrics = shared.metrics.clone();
+    let gw = Gateway::build(config.clone(), shared)?;
     metrics.reload(true);
     let current = Arc::new(ArcSwap::from_pointee(gw));
     let acceptor = match &config.server.tls {
@@ -129,6 +130,29 @@ pub async fn start_with(config: Arc<Config>) -> Result<Running, StartError> {
         admin_addr,
         shutdown,
         done,
+    })
+}
+
+/// State kept across reloads: metrics registry, rate limits, audit sink, demo upstream.
+async fn shared(config: &Config) -> Result<Shared, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let auth_metrics = AuthMetrics::register(&metrics.registry).map_err(StartError::Metrics)?;
+    let demo = if config
+        .routes
+        .iter()
+        .any(|r| matches!(r.upstream, UpstreamTarget::BuiltinDemo))
+    {
+        Some(crate::demo::spawn().await.map_err(StartError::Demo)?)
+    } else {
+        None
+    };
+    let auditor = Auditor::start(&config.audit, metrics.clone())?;
+    Ok(Shared {
+        metrics,
+        auth_metrics,
+        limiter: RateLimiter::new(),
+        auditor,
+        demo,
     })
 }
 

@@ -1,5 +1,8 @@
 //! The response/request body type used throughout, and bounded reading of request bodies.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
@@ -27,17 +30,28 @@ pub enum ReadError {
     Io(#[source] BoxError),
 }
 
-/// Reads a whole request body, refusing it as soon as it passes `limit` bytes so that a
-/// client can never make the gateway hold more than `limit` bytes of its request.
-pub async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes, ReadError>
+/// Reads a whole body, refusing it as soon as it passes `limit` bytes so that a peer can never
+/// make the gateway hold more than `limit` bytes of it.
+///
+/// Boxed on purpose: the generic error bound, evaluated inside the higher-ranked `Send` check of
+/// the request future, trips a known compiler limitation (rust-lang/rust#102211); a boxed
+/// `Send` future keeps the bound local.
+pub fn read_limited<B>(
+    body: B,
+    limit: u64,
+) -> Pin<Box<dyn Future<Output = Result<Bytes, ReadError>> + Send>>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge { limit }),
-        Err(e) => Err(ReadError::Io(e)),
-    }
+    Box::pin(async move {
+        match limited.collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ReadError::TooLarge { limit })
+            }
+            Err(e) => Err(ReadError::Io(e)),
+        }
+    })
 }

@@ -32,4 +32,21 @@ pub enum Command {
     Run,
     /// Validate the config and print the effective routes.
     Check,
+    /// Print an access token from the embedded development issuer (loopback only).
+    Token {
+        /// Route id: the token's audience is this route's resource.
+        #[arg(long)]
+        route: String,
+        /// Space-separated scopes to grant.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Lifetime, e.g. "10m".
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+        /// Subject (`sub`) of the token.
+        #[arg(long, default_value = "dev-user")]
+        subject: String,
+    },
+    /// Read an API key on stdin and print the hash to put in `[[routes.api_keys]]`.
+    HashKey,
 }

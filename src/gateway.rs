@@ -1,97 +1,94 @@
 //! The request path in one screen: route → origin → authenticate → authorise → forward.
 //!
-//! `handle` is the outer layer (request id, span, error → response, metrics); `try_handle`
-//! is the inner one and reads top to bottom in the order a request is checked.
+//! `handle` is the outer layer (request id, span, error → response, metrics, audit);
+//! `try_handle` is the inner one and reads top to bottom in the order a request is checked.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
-use serde_json::value::RawValue;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::audit::{self, Auditor};
+use crate::auth::bearer;
+use crate::auth::{Authenticator, Principal, PrincipalKind, RouteAuth};
+use crate::authorize::{self, Grant, Verdict};
 use crate::body::{Body, full, read_limited};
-use crate::config::{Config, Route, UpstreamTarget};
+use crate::config::Route;
+use crate::cors;
 use crate::error::{ErrorContext, GatewayError, respond};
+use crate::metadata::RouteMetadata;
 use crate::metrics::{Metrics, NO_ROUTE};
+use crate::policy::Policy;
+use crate::proxy::Upstream;
+use crate::proxy::filter::filter_response;
 use crate::proxy::headers::{ForwardedFor, prepare_request};
-use crate::proxy::{SetupError, Upstream};
 use crate::request_id;
 use crate::route::{self, Router};
 use crate::server::ConnInfo;
+use crate::session::{Owner, SessionSealer};
+use crate::wellknown::{self, WellKnown};
 
-/// Everything a request needs, built once from a validated config. A reload builds a new one
-/// and swaps it in; requests in flight keep the one they started with.
+pub use crate::state::{BuildError, Shared};
+
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// Everything a request needs, built once from a validated config (see `state.rs`). A reload
+/// builds a new one and swaps it in; requests in flight keep the one they started with.
 pub struct Gateway {
-    pub config: Arc<Config>,
-    router: Router,
-    upstreams: Vec<Upstream>,
-    pub metrics: Arc<Metrics>,
+    pub config: Arc<crate::config::Config>,
+    pub(crate) router: Router,
+    pub(crate) routes: Vec<RouteState>,
+    pub(crate) auth: Authenticator,
+    pub(crate) wellknown: WellKnown,
+    pub(crate) sessions: SessionSealer,
+    pub shared: Arc<Shared>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("routes[{index}].upstream: {source}")]
-    Upstream { index: usize, source: SetupError },
+/// The runtime form of one route.
+pub(crate) struct RouteState {
+    pub upstream: Upstream,
+    pub auth: RouteAuth,
+    pub policy: Arc<Policy>,
+    pub metadata: RouteMetadata,
 }
 
 impl Gateway {
-    /// `demo` is the address of the built-in demo upstream, when a route uses it.
-    pub fn build(
-        config: Arc<Config>,
-        metrics: Arc<Metrics>,
-        demo: Option<std::net::SocketAddr>,
-    ) -> Result<Self, BuildError> {
-        let mut upstreams = Vec::with_capacity(config.routes.len());
-        for (index, r) in config.routes.iter().enumerate() {
-            let uri = match (&r.upstream, demo) {
-                (UpstreamTarget::Http(uri), _) => uri.clone(),
-                (UpstreamTarget::BuiltinDemo, Some(addr)) => format!("http://{addr}/mcp")
-                    .parse()
-                    .expect("valid demo URI"),
-                (UpstreamTarget::BuiltinDemo, None) => {
-                    "http://127.0.0.1:9/mcp".parse().expect("valid URI")
-                }
-            };
-            let up = Upstream::new(
-                &uri,
-                r.connect_timeout,
-                r.upstream_timeout,
-                r.ca_file.as_deref(),
-            )
-            .map_err(|source| BuildError::Upstream { index, source })?;
-            upstreams.push(up);
-        }
-        Ok(Gateway {
-            router: Router::new(&config.routes),
-            upstreams,
-            metrics,
-            config,
-        })
+    pub fn ready(&self) -> bool {
+        self.auth.ready()
     }
 
-    pub fn ready(&self) -> bool {
-        true
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 }
 
-/// Per-request facts gathered on the way in, used for the error body, metrics and logs.
+/// Per-request facts gathered on the way in, for the error body, metrics, logs and audit.
 struct RequestState {
     request_id: HeaderValue,
     route: Option<usize>,
-    jsonrpc_id: Option<Box<RawValue>>,
+    jsonrpc_id: Option<Box<str>>,
+    principal: Option<Principal>,
+    verdicts: Vec<Verdict>,
+    upstream_status: Option<u16>,
+    arguments: Option<serde_json::Value>,
 }
 
 /// Outer handler: never fails; every error becomes a response here, once.
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let mut state = RequestState {
         request_id: request_id::from_headers(req.headers()),
         route: None,
         jsonrpc_id: None,
+        principal: None,
+        verdicts: Vec::new(),
+        upstream_status: None,
+        arguments: None,
     };
     let span = info_span!("request", request.id = state.request_id.to_str().unwrap_or(""), http.method = %method, client.ip = %conn.peer.ip());
     let result = try_handle(&gw, req, conn, &mut state)
@@ -101,47 +98,85 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, conn: ConnInfo) ->
         .route
         .map(|i| &*gw.config.routes[i].id)
         .unwrap_or(NO_ROUTE);
-    let mut resp = match result {
-        Ok(resp) => resp,
+    let (mut resp, error) = match result {
+        Ok(resp) => (resp, None),
         Err(err) => {
             span.in_scope(|| log_error(&err, route_id));
-            if let GatewayError::Upstream(e) = &err {
-                gw.metrics.upstream_error(route_id, e.kind());
-            }
-            respond(
-                &err,
-                &ErrorContext {
-                    request_id: &state.request_id,
-                    jsonrpc_id: state.jsonrpc_id.as_deref(),
-                },
-            )
+            count_error(&gw, route_id, &err);
+            let ctx = ErrorContext {
+                request_id: &state.request_id,
+                jsonrpc_id: state.jsonrpc_id.as_deref(),
+                metadata: state.route.map(|i| &gw.routes[i].metadata),
+            };
+            (respond(&err, &ctx), Some(err))
         }
     };
     let status = resp.status().as_u16();
+    cors::decorate(
+        resp.headers_mut(),
+        origin.as_ref(),
+        &gw.config.server.cors_allowed_origins,
+    );
     resp.headers_mut()
-        .insert(request_id::HEADER, state.request_id);
-    gw.metrics
+        .insert(request_id::HEADER, state.request_id.clone());
+    gw.shared
+        .metrics
         .request_done(route_id, method.as_str(), status, started.elapsed());
     span.in_scope(|| {
         info!(
             route.id = route_id,
             http.status = status,
-            duration_ms = started.elapsed().as_secs_f64() * 1e3,
+            duration_ms = audit::millis(started.elapsed()),
             "request done"
         )
     });
+    if state.route.is_some() {
+        audit(
+            &gw.shared.auditor,
+            &state,
+            route_id,
+            &method,
+            status,
+            error.as_ref(),
+            started,
+        );
+    }
     resp
 }
 
 fn log_error(err: &GatewayError, route_id: &str) {
-    let source = std::error::Error::source(err)
+    let cause = std::error::Error::source(err)
         .map(|s| s.to_string())
         .unwrap_or_default();
     match err {
-        GatewayError::Upstream(_) => {
-            warn!(route.id = route_id, error = %err, cause = %source, "upstream failure")
+        GatewayError::Upstream(_) | GatewayError::UpstreamSession(_) => {
+            warn!(route.id = route_id, error = %err, cause = %cause, "upstream failure")
         }
-        _ => info!(route.id = route_id, error = %err, cause = %source, "request refused"),
+        _ => {
+            info!(route.id = route_id, reason = err.reason(), error = %err, cause = %cause, "request refused")
+        }
+    }
+}
+
+fn count_error(gw: &Gateway, route_id: &str, err: &GatewayError) {
+    let m = &gw.shared.metrics;
+    match err {
+        GatewayError::Upstream(e) => m.upstream_error(route_id, e.kind()),
+        GatewayError::UpstreamSession(_) => m.upstream_error(route_id, "bad_session_id"),
+        GatewayError::Credential(_) | GatewayError::Unauthenticated => {
+            m.auth(route_id, "denied", err.reason())
+        }
+        GatewayError::Auth(e) => m.auth(
+            route_id,
+            if e.is_unavailable() {
+                "error"
+            } else {
+                "denied"
+            },
+            e.reason(),
+        ),
+        GatewayError::RateLimited { .. } => m.rate_limited(route_id),
+        _ => {}
     }
 }
 
@@ -152,25 +187,71 @@ async fn try_handle(
     conn: ConnInfo,
     state: &mut RequestState,
 ) -> Result<Response<Body>, GatewayError> {
-    // 1. Routing, on a normalised path: traversal tricks are refused, never rewritten.
+    // 1. The Origin check comes before anything else (DNS rebinding, MCP 2025-11-25 transports).
+    if !cors::origin_allowed(&gw.config.server.cors_allowed_origins, req.headers()) {
+        return Err(GatewayError::OriginForbidden);
+    }
+    // 2. Normalise the path: traversal tricks are refused, never rewritten.
     let path = route::normalize(req.uri().path())?.into_owned();
+    if req.method() == Method::OPTIONS {
+        if gw.router.find(&path).is_none() && !gw.wellknown.serves(&path) {
+            return Err(GatewayError::NoRoute);
+        }
+        return Ok(cors::preflight(req.headers().get(header::ORIGIN)));
+    }
+    // 3. Metadata is public: clients read it to learn how to get a token at all.
+    if wellknown::is_well_known(&path) {
+        let served = gw.wellknown.respond(&path, req.method(), &gw.auth).await;
+        if let Some(resp) = served {
+            return Ok(resp);
+        }
+    }
+    // 4. Route.
     let found = gw.router.find(&path).ok_or(GatewayError::NoRoute)?;
     state.route = Some(found.route);
     let route = &gw.config.routes[found.route];
+    let rs = &gw.routes[found.route];
     let tail = found.tail.to_string();
-
-    // 2. Browser origin check comes before anything else (DNS rebinding, MCP 2025-11-25).
-    check_origin(&gw.config, req.headers())?;
     if !matches!(*req.method(), Method::POST | Method::GET | Method::DELETE) {
         return Err(GatewayError::MethodNotAllowed);
     }
+    // 5. Authenticate: a Principal, or a 400/401/503.
+    let principal = authenticate(gw, rs, route, &req).await?;
+    gw.shared.metrics.auth(&route.id, "ok", "ok");
+    state.principal = Some(principal.clone());
+    rate_limit(gw, route, &principal, &conn)?;
 
-    // 3. Read the body within the route's limit: the JSON-RPC message decides what is allowed.
+    // 6. Session: only the principal that opened a session may use it.
     let (mut parts, body) = req.into_parts();
-    let body = read_body(&parts, body, route).await?;
-    state.jsonrpc_id = jsonrpc_id(&body);
+    let owner = Owner {
+        route: &route.id,
+        issuer: &principal.issuer,
+        subject: &principal.subject,
+    };
+    if let Some(sealed) = parts.headers.get(MCP_SESSION_ID) {
+        let upstream_id = gw.sessions.open(&owner, sealed)?;
+        parts.headers.insert(MCP_SESSION_ID, upstream_id);
+    }
 
-    // 4. Forward: credentials stripped, forwarding headers set, response streamed back.
+    // 7. Authorise: the route's scopes, then every JSON-RPC message against the policy.
+    let (body, grant) = if parts.method == Method::POST {
+        authorize::check_post_headers(&parts.headers)?;
+        let body = read_body(&parts.headers, body, route).await?;
+        let grant = authorize_post(gw, rs, route, &principal, &parts.headers, &body, state)?;
+        (full(body), grant)
+    } else {
+        let grant = authorize::authorize(
+            &rs.policy,
+            route,
+            &principal,
+            None,
+            &gw.shared.metrics,
+            &mut state.verdicts,
+        )?;
+        (streaming_body(&parts.headers, body, route)?, grant)
+    };
+
+    // 8. Forward: credentials stripped, identity added if configured, response streamed back.
     let host = host_of(&parts);
     let fwd = ForwardedFor {
         client_ip: conn.peer.ip(),
@@ -183,42 +264,85 @@ async fn try_handle(
         route.identity_headers.names().cloned(),
         &fwd,
     );
+    add_identity(&mut parts.headers, route, &principal);
     for (name, value) in &route.upstream_headers {
         parts.headers.insert(name.clone(), value.clone());
     }
-    let upstream = &gw.upstreams[found.route];
-    Ok(upstream
-        .send(Request::from_parts(parts, full(body)), &tail)
-        .await?)
+    let resp = rs
+        .upstream
+        .send(Request::from_parts(parts, body), &tail)
+        .await?;
+    state.upstream_status = Some(resp.status().as_u16());
+    finish_response(gw, rs, &owner, grant, resp).await
 }
 
-fn check_origin(config: &Config, headers: &http::HeaderMap) -> Result<(), GatewayError> {
-    match headers.get(header::ORIGIN) {
-        None => Ok(()),
-        Some(origin)
-            if config
-                .server
-                .cors_allowed_origins
-                .iter()
-                .any(|o| o == origin) =>
-        {
-            Ok(())
-        }
-        Some(_) => Err(GatewayError::OriginForbidden),
+async fn authenticate(
+    gw: &Gateway,
+    rs: &RouteState,
+    route: &Route,
+    req: &Request<Incoming>,
+) -> Result<Principal, GatewayError> {
+    match bearer::bearer(req.headers(), req.uri())? {
+        Some(token) => Ok(gw.auth.authenticate(&rs.auth, token).await?),
+        None if route.allow_anonymous => Ok(Principal::anonymous()),
+        None => Err(GatewayError::Unauthenticated),
     }
 }
 
+fn rate_limit(
+    gw: &Gateway,
+    route: &Route,
+    principal: &Principal,
+    conn: &ConnInfo,
+) -> Result<(), GatewayError> {
+    let Some(limit) = &route.rate_limit else {
+        return Ok(());
+    };
+    // Anonymous callers share no identity, so their bucket is per client address.
+    let key = match principal.kind {
+        PrincipalKind::Anonymous => format!("{}\0anonymous\0{}", route.id, conn.peer.ip()),
+        _ => format!("{}\0{}\0{}", route.id, principal.issuer, principal.subject),
+    };
+    gw.shared
+        .limiter
+        .check(&key, limit)
+        .map_err(|retry_after| GatewayError::RateLimited { retry_after })
+}
+
+fn authorize_post(
+    gw: &Gateway,
+    rs: &RouteState,
+    route: &Route,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: &Bytes,
+    state: &mut RequestState,
+) -> Result<Grant, GatewayError> {
+    let env = authorize::inspect(body, headers, route);
+    if let Ok(env) = &env {
+        state.jsonrpc_id = env.first_id().map(|id| id.as_json().into());
+    }
+    let env = env?;
+    if gw.shared.auditor.logs_arguments() {
+        state.arguments = gw.shared.auditor.arguments_of(body);
+    }
+    authorize::authorize(
+        &rs.policy,
+        route,
+        principal,
+        Some(&env),
+        &gw.shared.metrics,
+        &mut state.verdicts,
+    )
+}
+
+/// Reads a POST body within the route's limit: the JSON-RPC message decides what is allowed.
 async fn read_body(
-    parts: &http::request::Parts,
+    headers: &HeaderMap,
     body: Incoming,
     route: &Route,
 ) -> Result<Bytes, GatewayError> {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > route.max_body) {
+    if declared_length(headers).is_some_and(|len| len > route.max_body) {
         return Err(crate::body::ReadError::TooLarge {
             limit: route.max_body,
         }
@@ -227,19 +351,141 @@ async fn read_body(
     Ok(read_limited(body, route.max_body).await?)
 }
 
-fn jsonrpc_id(body: &[u8]) -> Option<Box<RawValue>> {
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: Option<Box<RawValue>>,
+/// GET and DELETE carry no JSON-RPC body; whatever they carry streams, within the limit.
+fn streaming_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    route: &Route,
+) -> Result<Body, GatewayError> {
+    use http_body_util::BodyExt;
+    if declared_length(headers).is_some_and(|len| len > route.max_body) {
+        return Err(crate::body::ReadError::TooLarge {
+            limit: route.max_body,
+        }
+        .into());
     }
-    serde_json::from_slice::<IdOnly>(body)
-        .ok()
-        .and_then(|m| m.id)
+    let limit = usize::try_from(route.max_body).unwrap_or(usize::MAX);
+    Ok(http_body_util::Limited::new(body, limit).boxed_unsync())
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Identity headers for the upstream, when the route asks for them. Client-sent headers of the
+/// same names were removed by `prepare_request`, so these cannot be spoofed.
+fn add_identity(headers: &mut HeaderMap, route: &Route, principal: &Principal) {
+    if principal.kind == PrincipalKind::Anonymous {
+        return;
+    }
+    let ids = &route.identity_headers;
+    let scopes = principal.scopes.join(" ");
+    let values = [
+        (&ids.subject, Some(&*principal.subject)),
+        (&ids.client_id, principal.client_id.as_deref()),
+        (&ids.scopes, Some(scopes.as_str())),
+        (&ids.issuer, Some(&*principal.issuer)),
+    ];
+    for (name, value) in values {
+        if let (Some(name), Some(value)) = (name, value)
+            && let Ok(v) = HeaderValue::from_str(value)
+        {
+            headers.insert(name.clone(), v);
+        }
+    }
+}
+
+/// Seals a new upstream session id to the principal and filters list results.
+async fn finish_response(
+    gw: &Gateway,
+    rs: &RouteState,
+    owner: &Owner<'_>,
+    grant: Grant,
+    mut resp: Response<Body>,
+) -> Result<Response<Body>, GatewayError> {
+    if let Some(upstream_id) = resp.headers().get(MCP_SESSION_ID) {
+        let sealed = gw
+            .sessions
+            .seal(owner, upstream_id)
+            .map_err(GatewayError::UpstreamSession)?;
+        resp.headers_mut().insert(MCP_SESSION_ID, sealed);
+    }
+    match grant.list {
+        Some((target, kind)) if resp.status().is_success() => {
+            Ok(filter_response(resp, target, kind, rs.policy.clone(), grant.granted).await)
+        }
+        _ => Ok(resp),
+    }
 }
 
 /// The host the client asked for: `Host` in HTTP/1.1, `:authority` in HTTP/2.
 fn host_of(parts: &http::request::Parts) -> Option<HeaderValue> {
     parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     })
+}
+
+/// One audit event per JSON-RPC message, or one for a request refused before its body was read.
+fn audit(
+    auditor: &Auditor,
+    state: &RequestState,
+    route_id: &str,
+    method: &Method,
+    status: u16,
+    error: Option<&GatewayError>,
+    started: Instant,
+) {
+    let p = state.principal.as_ref();
+    let base = || audit::Event {
+        request_id: state.request_id.to_str().unwrap_or("").to_string(),
+        route: route_id.to_string(),
+        issuer: p.map(|p| p.issuer.to_string()),
+        subject: p.map(|p| p.subject.to_string()),
+        client_id: p.and_then(|p| p.client_id.as_ref().map(|c| c.to_string())),
+        token_fp: p
+            .map(|p| p.token_fingerprint.clone())
+            .filter(|f| !f.is_empty()),
+        granted_scopes: p
+            .map(|p| p.scopes.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default(),
+        http_status: status,
+        upstream_status: state.upstream_status,
+        duration_ms: audit::millis(started.elapsed()),
+        ..Default::default()
+    };
+    if state.verdicts.is_empty() {
+        auditor.record(audit::Event {
+            method: method.as_str().to_string(),
+            decision: if error.is_some() { "deny" } else { "allow" },
+            reason: error.map_or("allowed", GatewayError::reason),
+            ..base()
+        });
+        return;
+    }
+    for v in &state.verdicts {
+        auditor.record(audit::Event {
+            method: v.method.clone().unwrap_or_else(|| "response".into()),
+            target: v.target.clone(),
+            decision: if v.allowed && error.is_none() {
+                "allow"
+            } else {
+                "deny"
+            },
+            reason: if v.allowed {
+                error.map_or("allowed", GatewayError::reason)
+            } else {
+                v.reason
+            },
+            rule: Some(v.rule.clone()),
+            required_scopes: v.required.clone(),
+            arguments: state.arguments.clone(),
+            ..base()
+        });
+    }
 }

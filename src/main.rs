@@ -4,13 +4,39 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mcpgate::cli::{Cli, Command};
-use mcpgate::{app, config, telemetry};
+use mcpgate::{app, commands, config, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.as_ref().unwrap_or(&Command::Run) {
-        Command::Check => check(&cli.config),
         Command::Run => run(&cli),
+        Command::Check => check(&cli.config),
+        Command::Token {
+            route,
+            scope,
+            ttl,
+            subject,
+        } => print_or_fail(
+            commands::token(&cli.config, route, scope, ttl, subject),
+            |e| e.exit_code(),
+        ),
+        Command::HashKey => print_or_fail(commands::hash_key(), |e| e.exit_code()),
+    }
+}
+
+fn print_or_fail<E: std::fmt::Display>(
+    result: Result<String, E>,
+    code: impl Fn(&E) -> u8,
+) -> ExitCode {
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mcpgate: {e}");
+            ExitCode::from(code(&e))
+        }
     }
 }
 

@@ -235,6 +235,42 @@ fn status_str(buf: &mut [u8; 3]) -> &str {
     std::str::from_utf8(buf).unwrap_or("000")
 }
 
+/// MCP methods that get their own label value; anything else a client sends is `other`, so
+/// label cardinality is fixed by this list, not by the wire.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "server/discover",
+    "subscriptions/listen",
+];
+
+/// The bounded label for a JSON-RPC method; client responses have no method.
+pub fn method_label(method: Option<&str>) -> &'static str {
+    match method {
+        None => "response",
+        Some(m) => KNOWN_METHODS
+            .iter()
+            .find(|k| **k == m)
+            .copied()
+            .unwrap_or("other"),
+    }
+}
+
 /// A histogram that others (auth) may want with the same bucket layout.
 pub fn latency_histogram(
     registry: &Registry,

@@ -90,7 +90,9 @@ impl Router {
             }
         }
         // Longest prefix first, so a nested route wins over its parent.
-        router.prefixed.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        router
+            .prefixed
+            .sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         router
     }
 

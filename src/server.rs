@@ -59,6 +59,8 @@ pub async fn serve<H, F>(
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Fired when the drain timeout passes: connections still open then are dropped.
+    let close_now = CancellationToken::new();
     let builder = http_builder(limits.header_read_timeout);
     loop {
         // Waiting for a permit before accepting leaves excess clients in the kernel backlog
@@ -85,6 +87,7 @@ pub async fn serve<H, F>(
             tls: tls.clone(),
             limits,
             metrics: metrics.clone(),
+            close_now: close_now.clone(),
         };
         let handler = handler.clone();
         tokio::spawn(async move {
@@ -94,9 +97,17 @@ pub async fn serve<H, F>(
     }
     drop(listener);
     info!(timeout = ?limits.drain_timeout, "listener closed; draining connections");
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
     tokio::select! {
-        _ = graceful.shutdown() => info!("all connections drained"),
-        _ = tokio::time::sleep(limits.drain_timeout) => warn!("drain timeout passed; closing remaining connections"),
+        _ = &mut drained => info!("all connections drained"),
+        _ = tokio::time::sleep(limits.drain_timeout) => {
+            warn!("drain timeout passed; closing remaining connections");
+            close_now.cancel();
+            // Each connection drops its socket as soon as it sees `close_now`; waiting for
+            // the drain to complete means none is left open once `serve` returns.
+            drained.await;
+        }
     }
 }
 
@@ -124,6 +135,7 @@ struct Connection {
     tls: Option<TlsAcceptor>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
+    close_now: CancellationToken,
 }
 
 impl Connection {
@@ -132,9 +144,28 @@ impl Connection {
         H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        if let Some(m) = &self.metrics {
+        let metrics = self.metrics.clone();
+        if let Some(m) = &metrics {
             m.connection_opened();
         }
+        let close_now = self.close_now.clone();
+        tokio::select! {
+            () = self.serve_stream(stream, peer, handler) => {}
+            () = close_now.cancelled() => {
+                debug!(client.ip = %peer.ip(), "drain timeout passed; connection closed");
+            }
+        }
+        if let Some(m) = &metrics {
+            m.connection_closed();
+        }
+    }
+
+    /// TLS handshake (when configured), then HTTP until the connection ends.
+    async fn serve_stream<H, F>(self, stream: TcpStream, peer: SocketAddr, handler: H)
+    where
+        H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
         let info = ConnInfo {
             peer,
             tls: self.tls.is_some(),
@@ -145,7 +176,6 @@ impl Connection {
             inner: stream,
             activity: activity.clone(),
         };
-        let metrics = self.metrics.clone();
         match self.tls.clone() {
             None => self.drive(stream, info, activity, handler).await,
             Some(acceptor) => {
@@ -159,9 +189,6 @@ impl Connection {
                     Err(_) => debug!(client.ip = %peer.ip(), "TLS handshake timed out"),
                 }
             }
-        }
-        if let Some(m) = &metrics {
-            m.connection_closed();
         }
     }
 

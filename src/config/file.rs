@@ -35,6 +35,9 @@ pub struct ServerFile {
     pub drain_timeout: Option<String>,
     pub state_dir: Option<String>,
     pub cors: Option<CorsFile>,
+    /// Serve the default route's issuer metadata at /.well-known/oauth-authorization-server
+    /// for clients that still follow MCP 2025-03-26.
+    pub authorization_server_metadata: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,8 +76,7 @@ pub struct AuditFile {
 pub struct SessionFile {
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub max_sessions: Option<u64>,
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

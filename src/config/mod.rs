@@ -46,6 +46,7 @@ pub struct Server {
     pub state_dir: PathBuf,
     /// Origins allowed for browser clients, compared byte for byte with the `Origin` header.
     pub cors_allowed_origins: Vec<HeaderValue>,
+    pub authorization_server_metadata: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -76,28 +77,11 @@ pub struct Audit {
 pub struct Session {
     /// Key for the MAC that binds gateway-issued session ids to a principal; shared by replicas.
     pub secret: Option<Secret>,
-    pub idle_timeout: Duration,
-    pub max_sessions: u64,
+    /// Sealed session ids older than this are refused (404, so the client re-initialises).
+    pub max_age: Duration,
 }
 
-/// A secret read from the environment or a file. Its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(value: impl Into<Arc<str>>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
+pub use crate::auth::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IssuerKind {
@@ -195,12 +179,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone)]
-pub struct ApiKeySpec {
-    pub hash: [u8; 32],
-    pub subject: String,
-    pub scopes: Vec<String>,
-}
+pub use crate::auth::ApiKey as ApiKeySpec;
 
 /// One problem in the config, with the key path it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -200,6 +200,7 @@ fn server(s: &ServerFile, base: &Path, problems: &mut Problems) -> Server {
         ),
         state_dir: resolve(base, s.state_dir.as_deref().unwrap_or(".mcpgate")),
         cors_allowed_origins,
+        authorization_server_metadata: s.authorization_server_metadata.unwrap_or(true),
     }
 }
 
@@ -291,8 +292,7 @@ fn session(s: Option<&SessionFile>, base: &Path, problems: &mut Problems) -> Ses
     let Some(s) = s else {
         return Session {
             secret: None,
-            idle_timeout: Duration::from_secs(3600),
-            max_sessions: 100_000,
+            max_age: Duration::from_secs(86_400),
         };
     };
     let secret = if s.secret_env.is_some() || s.secret_file.is_some() {
@@ -307,12 +307,7 @@ fn session(s: Option<&SessionFile>, base: &Path, problems: &mut Problems) -> Ses
     }
     Session {
         secret,
-        idle_timeout: problems.duration(
-            "session.idle_timeout",
-            &s.idle_timeout,
-            Duration::from_secs(3600),
-        ),
-        max_sessions: s.max_sessions.unwrap_or(100_000),
+        max_age: problems.duration("session.max_age", &s.max_age, Duration::from_secs(86_400)),
     }
 }
 
@@ -383,6 +378,9 @@ fn route(
         .resource
         .clone()
         .unwrap_or_else(|| format!("{}{}", server.public_url, r.path));
+    if r.resource.is_some() {
+        problems.check(&format!("{p}.resource"), resource_url(&resource));
+    }
     let mut audiences = vec![resource.clone()];
     audiences.extend(r.audiences.iter().cloned());
     Route {
@@ -446,6 +444,24 @@ fn route_path(path: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment; RFC 9728 §3.1 needs a path to insert the
+/// well-known segment in front of.
+fn resource_url(text: &str) -> Result<(), String> {
+    match url::Url::parse(text) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.fragment().is_none()
+                && u.query().is_none()
+                && u.host().is_some() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{text:?} is not an http(s) URL without query or fragment"
+        )),
+    }
 }
 
 fn upstream(text: &str) -> Result<UpstreamTarget, String> {
@@ -575,7 +591,7 @@ fn api_keys(list: &[ApiKeyFile], p: &str, problems: &mut Problems) -> Vec<ApiKey
     let mut out = Vec::new();
     for (i, k) in list.iter().enumerate() {
         let kp = format!("{p}.api_keys[{i}]");
-        match parse_key_hash(&k.hash) {
+        match crate::auth::parse_api_key_hash(&k.hash) {
             Some(hash) => out.push(ApiKeySpec {
                 hash,
                 subject: k.subject.clone(),
@@ -591,18 +607,6 @@ fn api_keys(list: &[ApiKeyFile], p: &str, problems: &mut Problems) -> Vec<ApiKey
         }
     }
     out
-}
-
-fn parse_key_hash(text: &str) -> Option<[u8; 32]> {
-    let hex = text.strip_prefix("sha256:")?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Scope tokens per RFC 6749 §3.3: printable ASCII without space, quote or backslash. The

@@ -1,6 +1,8 @@
 //! Forwarding to upstream MCP servers: a pooled client per route, header rules, streaming.
 
+pub mod filter;
 pub mod headers;
+pub mod sse;
 
 use std::path::Path;
 use std::sync::Arc;

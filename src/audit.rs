@@ -1,0 +1,163 @@
+//! The audit log: one JSON line per JSON-RPC message (or per refused request), written by a
+//! background task to stdout or an append-only file. Never a token or a secret: events carry
+//! the principal's identifiers and a token fingerprint only, and arguments only on request,
+//! with configured keys redacted.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::{Audit as AuditConfig, AuditSink};
+use crate::metrics::Metrics;
+
+/// Events waiting for the writer; when full, new events are dropped and counted rather than
+/// slowing requests or growing memory.
+const QUEUE: usize = 8192;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Event {
+    pub time: String,
+    pub request_id: String,
+    pub route: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_fp: Option<String>,
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub decision: &'static str,
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub required_scopes: Vec<String>,
+    pub granted_scopes: Vec<String>,
+    pub http_status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+}
+
+pub struct Auditor {
+    tx: mpsc::Sender<Event>,
+    log_arguments: bool,
+    redact_keys: Arc<[String]>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open audit file {path}: {source}")]
+pub struct AuditError {
+    path: String,
+    source: std::io::Error,
+}
+
+impl Auditor {
+    pub fn start(config: &AuditConfig, metrics: Arc<Metrics>) -> Result<Self, AuditError> {
+        let out: Box<dyn Write + Send> = match &config.sink {
+            AuditSink::Stdout => Box::new(std::io::stdout()),
+            AuditSink::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| AuditError {
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+            ),
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::task::spawn_blocking(move || write_loop(rx, out));
+        Ok(Auditor {
+            tx,
+            log_arguments: config.log_arguments,
+            redact_keys: config.redact_keys.clone().into(),
+            metrics,
+        })
+    }
+
+    pub fn record(&self, mut event: Event) {
+        event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        if self.tx.try_send(event).is_err() {
+            self.metrics.audit_dropped();
+        }
+    }
+
+    pub fn logs_arguments(&self) -> bool {
+        self.log_arguments
+    }
+
+    /// `params.arguments` of a JSON-RPC body, if the operator enabled argument logging, with the
+    /// configured keys redacted. Parsed only in that case: off by default, no cost.
+    pub fn arguments_of(&self, body: &[u8]) -> Option<Value> {
+        if !self.log_arguments {
+            return None;
+        }
+        let mut args = serde_json::from_slice::<Value>(body)
+            .ok()?
+            .pointer_mut("/params/arguments")?
+            .take();
+        redact(&mut args, &self.redact_keys);
+        Some(args)
+    }
+}
+
+fn write_loop(mut rx: mpsc::Receiver<Event>, mut out: Box<dyn Write + Send>) {
+    while let Some(event) = rx.blocking_recv() {
+        if let Ok(mut line) = serde_json::to_vec(&event) {
+            line.push(b'\n');
+            let _ = out.write_all(&line);
+            if rx.is_empty() {
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
+/// Replaces the value of every object key matching (case-insensitively) a redact key, at any depth.
+fn redact(value: &mut Value, keys: &[String]) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if keys.iter().any(|r| r.eq_ignore_ascii_case(k)) {
+                    *v = Value::String("[redacted]".into());
+                } else {
+                    redact(v, keys);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, keys)),
+        _ => {}
+    }
+}
+
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn configured_keys_are_redacted_at_any_depth() {
+        let mut v = json!({"user": "a", "Password": "p", "nested": [{"token": "t", "ok": 1}]});
+        redact(&mut v, &["password".into(), "token".into()]);
+        assert_eq!(
+            v,
+            json!({"user": "a", "Password": "[redacted]", "nested": [{"token": "[redacted]", "ok": 1}]})
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Extracting the caller's credential from a request (RFC 6750 §2.1), strictly: one
+//! `Authorization: Bearer` header and nothing else.
+
+use http::{HeaderMap, Uri, header};
+
+/// Why the credential itself is malformed: answered with 400 `invalid_request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("more than one Authorization header")]
+    Duplicate,
+    #[error("Authorization scheme is not Bearer")]
+    NotBearer,
+    #[error("bearer token is not token68 syntax")]
+    BadSyntax,
+    #[error("access token in the query string")]
+    InQuery,
+}
+
+impl CredentialError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CredentialError::Duplicate => "duplicate_credentials",
+            CredentialError::NotBearer => "not_bearer",
+            CredentialError::BadSyntax => "malformed",
+            CredentialError::InQuery => "token_in_query",
+        }
+    }
+}
+
+/// The bearer token, if any. MCP forbids tokens in the URI (authorization spec, "Access Token
+/// Usage"); one there is refused even when a header is present too, so it is never logged by
+/// an access log somewhere along the way without the client hearing about it.
+pub fn bearer<'h>(headers: &'h HeaderMap, uri: &Uri) -> Result<Option<&'h str>, CredentialError> {
+    if uri.query().is_some_and(query_has_token) {
+        return Err(CredentialError::InQuery);
+    }
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(CredentialError::Duplicate);
+    }
+    let text = value.to_str().map_err(|_| CredentialError::BadSyntax)?;
+    let (scheme, token) = text.split_once(' ').ok_or(CredentialError::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(CredentialError::NotBearer);
+    }
+    let token = token.trim_start_matches(' ');
+    if !is_token68(token) {
+        return Err(CredentialError::BadSyntax);
+    }
+    Ok(Some(token))
+}
+
+fn query_has_token(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let key = pair.split('=').next().unwrap_or("");
+        key.eq_ignore_ascii_case("access_token")
+    })
+}
+
+/// RFC 6750 §2.1 `b64token`: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+fn is_token68(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn one_bearer_header_yields_the_token() {
+        let uri: Uri = "/mcp".parse().unwrap();
+        assert_eq!(
+            bearer(&headers(&["Bearer abc.def-ghi"]), &uri),
+            Ok(Some("abc.def-ghi"))
+        );
+        assert_eq!(bearer(&headers(&["bearer abc"]), &uri), Ok(Some("abc")));
+        assert_eq!(bearer(&HeaderMap::new(), &uri), Ok(None));
+    }
+
+    #[test]
+    fn malformed_or_duplicated_credentials_are_refused() {
+        let uri: Uri = "/mcp".parse().unwrap();
+        assert_eq!(
+            bearer(&headers(&["Bearer a", "Bearer b"]), &uri),
+            Err(CredentialError::Duplicate)
+        );
+        assert_eq!(
+            bearer(&headers(&["Basic YTpi"]), &uri),
+            Err(CredentialError::NotBearer)
+        );
+        assert_eq!(
+            bearer(&headers(&["Bearer"]), &uri),
+            Err(CredentialError::NotBearer)
+        );
+        assert_eq!(
+            bearer(&headers(&["Bearer a b"]), &uri),
+            Err(CredentialError::BadSyntax)
+        );
+        assert_eq!(
+            bearer(&headers(&["Bearer =="]), &uri),
+            Err(CredentialError::BadSyntax)
+        );
+    }
+
+    #[test]
+    fn token_in_query_is_refused_even_with_a_header() {
+        let uri: Uri = "/mcp?x=1&access_token=abc".parse().unwrap();
+        assert_eq!(
+            bearer(&headers(&["Bearer a"]), &uri),
+            Err(CredentialError::InQuery)
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! Verified-token cache: skip signature checks for tokens seen before, never past their `exp`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+
+use super::jwt::Verified;
+
+/// Bound on cached tokens (≈ a few hundred bytes each).
+const MAX_ENTRIES: u64 = 100_000;
+
+/// Key: SHA-256 of the token (the token itself is never stored, OAuth 2.1 §7.1).
+pub(crate) type TokenCache = moka::sync::Cache<[u8; 32], Arc<Verified>>;
+
+pub(crate) fn token_cache() -> TokenCache {
+    moka::sync::Cache::builder()
+        .max_capacity(MAX_ENTRIES)
+        .expire_after(UntilExp)
+        .build()
+}
+
+/// Each entry lives until its token's `exp` and not a moment longer.
+struct UntilExp;
+
+impl Expiry<[u8; 32], Arc<Verified>> for UntilExp {
+    fn expire_after_create(&self, _: &[u8; 32], v: &Arc<Verified>, _: Instant) -> Option<Duration> {
+        Some(remaining(v.principal.expires_at))
+    }
+}
+
+pub(crate) fn remaining(exp: Option<SystemTime>) -> Duration {
+    exp.and_then(|e| e.duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::ZERO)
+}

@@ -1,0 +1,455 @@
+//! Authentication core: JWT (JWKS) and opaque (RFC 7662) access tokens, and route API keys.
+//!
+//! The gateway extracts the bearer token (RFC 6750 §2.1) and calls [`Authenticator::authenticate`]
+//! with the route's [`RouteAuth`]; the returned [`Principal`] is the evidence that the request
+//! passed authentication. Audience binding (RFC 8707, MCP "Token Audience Binding") and issuer
+//! trust are per route, also for tokens served from the verified-token cache.
+
+mod api_key;
+pub mod bearer;
+mod cache;
+mod claims;
+pub mod dev;
+mod discovery;
+mod error;
+mod http;
+mod introspect;
+mod jwks;
+mod jwt;
+mod keys;
+mod metrics;
+mod settings;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+pub use api_key::{API_KEY_ISSUER, ApiKey, hash_api_key, parse_api_key_hash};
+pub use error::{AuthError, AuthSetupError, FetchError, Malformed};
+pub use metrics::AuthMetrics;
+pub use settings::{IntrospectionSettings, IssuerSettings, Secret};
+
+use cache::TokenCache;
+use introspect::{IntrospectionCache, Outcome};
+use jwks::{IssuerKeys, KeyCache};
+
+/// Tokens above this size are refused before any decoding (a real access token is < 2 KiB;
+/// parsing attacker-sized base64/JSON is wasted work).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// What a route accepts.
+#[derive(Clone, Debug)]
+pub struct RouteAuth {
+    pub route_id: Arc<str>,
+    /// Indexes into the issuer list given to [`Authenticator::new`].
+    pub issuers: Vec<usize>,
+    /// Route resource first, then configured extras.
+    pub audiences: Vec<String>,
+    pub api_keys: Vec<ApiKey>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrincipalKind {
+    Jwt,
+    Introspected,
+    ApiKey,
+    Anonymous,
+}
+
+/// Who is calling: the result of a successful authentication.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub kind: PrincipalKind,
+    /// Exact `iss` for tokens, [`API_KEY_ISSUER`] for API keys.
+    pub issuer: Arc<str>,
+    pub subject: Arc<str>,
+    pub client_id: Option<Arc<str>>,
+    pub scopes: Arc<[Box<str>]>,
+    pub expires_at: Option<SystemTime>,
+    /// [`token_fingerprint`] of the credential, safe for logs and audit.
+    pub token_fingerprint: String,
+}
+
+impl Principal {
+    /// The principal of a request on a route that allows anonymous access.
+    pub fn anonymous() -> Self {
+        Self {
+            kind: PrincipalKind::Anonymous,
+            issuer: "anonymous".into(),
+            subject: "anonymous".into(),
+            client_id: None,
+            scopes: Arc::from([]),
+            expires_at: None,
+            token_fingerprint: String::new(),
+        }
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| &**s == scope)
+    }
+}
+
+/// First 12 hex digits of SHA-256: correlates log lines without revealing the token.
+pub fn token_fingerprint(token: &str) -> String {
+    fingerprint_of(&Sha256::digest(token.as_bytes()).into())
+}
+
+fn fingerprint_of(digest: &[u8; 32]) -> String {
+    hex(&digest[..6])
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Validates credentials against the configured issuers. Cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuers: Vec<Arc<IssuerKeys>>,
+    tokens: TokenCache,
+    introspections: IntrospectionCache,
+    metrics: AuthMetrics,
+    started: AtomicBool,
+    /// Stops the background loaders when the last handle is dropped (e.g. after a reload).
+    cancel: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Authenticator {
+    /// Build and register metrics on `registry`.
+    pub fn new(
+        issuers: Vec<IssuerSettings>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, AuthSetupError> {
+        Self::with_metrics(issuers, AuthMetrics::register(registry)?)
+    }
+
+    /// Build with already-registered metrics (config reload keeps the same collectors).
+    pub fn with_metrics(
+        issuers: Vec<IssuerSettings>,
+        metrics: AuthMetrics,
+    ) -> Result<Self, AuthSetupError> {
+        let key_cache: KeyCache = jwks::key_cache(issuers.len());
+        let mut built = Vec::with_capacity(issuers.len());
+        for (idx, settings) in issuers.into_iter().enumerate() {
+            validate_settings(&settings)?;
+            let fetcher = http::HttpFetcher::new(&settings.id, settings.ca_file.as_deref())?;
+            let keys = IssuerKeys::new(idx, settings, key_cache.clone(), fetcher, metrics.clone());
+            built.push(Arc::new(keys));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                issuers: built,
+                tokens: cache::token_cache(),
+                introspections: introspect::introspection_cache(),
+                metrics,
+                started: AtomicBool::new(false),
+                cancel: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// Spawn the background JWKS loaders (once; later calls do nothing). Needs a Tokio runtime.
+    pub fn start(&self) {
+        if self.inner.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for issuer in &self.inner.issuers {
+            tokio::spawn(issuer.clone().run(self.inner.cancel.child_token()));
+        }
+    }
+
+    /// True once every issuer has loaded its keys (or learnt it has none) at least once.
+    pub fn ready(&self) -> bool {
+        self.inner.issuers.iter().all(|i| i.loaded_once())
+    }
+
+    /// Authenticate a bearer credential for `route`: API key, JWT, or opaque token.
+    pub async fn authenticate(
+        &self,
+        route: &RouteAuth,
+        token: &str,
+    ) -> Result<Principal, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let fp = fingerprint_of(&digest);
+        let result = self.authenticate_inner(route, token, &digest, &fp).await;
+        if let Err(err) = &result {
+            tracing::debug!(route.id = %route.route_id, auth.reason = err.reason(), token.fp = %fp, error = %err, "credential rejected");
+        }
+        result
+    }
+
+    async fn authenticate_inner(
+        &self,
+        route: &RouteAuth,
+        token: &str,
+        digest: &[u8; 32],
+        fp: &str,
+    ) -> Result<Principal, AuthError> {
+        check_shape(token)?;
+        if let Some(key) = api_key::find(&route.api_keys, digest) {
+            return Ok(api_key::principal(key, fp.to_owned()));
+        }
+        check_charset(token)?;
+        if jwt::is_jwt_shaped(token) {
+            return self.authenticate_jwt(route, token, digest, fp).await;
+        }
+        self.authenticate_opaque(route, token, digest, fp).await
+    }
+
+    /// API keys only (no token paths): for routes or callers that accept nothing else.
+    pub fn authenticate_api_key(
+        &self,
+        route: &RouteAuth,
+        key: &str,
+    ) -> Result<Principal, AuthError> {
+        check_shape(key)?;
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        api_key::find(&route.api_keys, &digest)
+            .map(|k| api_key::principal(k, fingerprint_of(&digest)))
+            .ok_or(AuthError::BadApiKey)
+    }
+
+    /// Raw RFC 8414 / OIDC metadata of an issuer, for the 2025-03-26 back-compat endpoint.
+    pub async fn issuer_metadata(&self, issuer_idx: usize) -> Option<Bytes> {
+        self.inner
+            .issuers
+            .get(issuer_idx)?
+            .metadata_document()
+            .await
+    }
+
+    async fn authenticate_jwt(
+        &self,
+        route: &RouteAuth,
+        token: &str,
+        digest: &[u8; 32],
+        fp: &str,
+    ) -> Result<Principal, AuthError> {
+        if let Some(hit) = self.inner.tokens.get(digest)
+            && self.still_trusted(&hit)
+        {
+            self.inner.metrics.token_cache_hit();
+            return admit(
+                route,
+                &hit.principal,
+                hit.issuer_idx,
+                &hit.audiences,
+                &self.inner.issuers,
+            );
+        }
+        self.inner.metrics.token_cache_miss();
+        let verified = Arc::new(jwt::verify(&self.inner.issuers, route, token, fp).await?);
+        self.inner.tokens.insert(*digest, verified.clone());
+        admit(
+            route,
+            &verified.principal,
+            verified.issuer_idx,
+            &verified.audiences,
+            &self.inner.issuers,
+        )
+    }
+
+    /// A cached verification stands only while the verifying key is still published and fresh.
+    fn still_trusted(&self, v: &jwt::Verified) -> bool {
+        let key_present = self.inner.issuers[v.issuer_idx]
+            .current()
+            .is_some_and(|set| set.contains(&v.key));
+        key_present && introspect::still_valid(&v.principal)
+    }
+
+    async fn authenticate_opaque(
+        &self,
+        route: &RouteAuth,
+        token: &str,
+        digest: &[u8; 32],
+        fp: &str,
+    ) -> Result<Principal, AuthError> {
+        let mut outcome: Option<AuthError> = None;
+        for &idx in &route.issuers {
+            let Some(issuer) = self.inner.issuers.get(idx) else {
+                continue;
+            };
+            let Some(settings) = &issuer.settings.introspection else {
+                continue;
+            };
+            match self
+                .introspect_cached(issuer, idx, settings, token, digest, fp)
+                .await
+            {
+                Ok(entry) => match &entry.outcome {
+                    Outcome::Active {
+                        principal,
+                        audiences,
+                    } => {
+                        return admit_introspected(route, principal, audiences);
+                    }
+                    Outcome::Rejected(why) => {
+                        // An outage elsewhere outranks a "no" here: that issuer might say yes.
+                        if !outcome.as_ref().is_some_and(AuthError::is_unavailable) {
+                            outcome = Some(why.error());
+                        }
+                    }
+                },
+                Err(err) => outcome = Some(err),
+            }
+        }
+        Err(outcome.unwrap_or_else(|| match route.api_keys.is_empty() {
+            true => AuthError::OpaqueNotAccepted {
+                route: route.route_id.clone(),
+            },
+            false => AuthError::BadApiKey,
+        }))
+    }
+
+    async fn introspect_cached(
+        &self,
+        issuer: &IssuerKeys,
+        idx: usize,
+        settings: &IntrospectionSettings,
+        token: &str,
+        digest: &[u8; 32],
+        fp: &str,
+    ) -> Result<Arc<introspect::Introspected>, AuthError> {
+        let key = (idx, *digest);
+        if let Some(hit) = self.inner.introspections.get(&key).await {
+            self.inner.metrics.token_cache_hit();
+            return Ok(hit);
+        }
+        self.inner.metrics.token_cache_miss();
+        // try_get_with: concurrent requests with the same token share one introspection call;
+        // errors are not cached, so the next request retries.
+        self.inner
+            .introspections
+            .try_get_with(key, introspect::introspect(issuer, settings, token, fp))
+            .await
+            .map_err(|source| AuthError::IntrospectionUnavailable {
+                issuer: issuer.id.clone(),
+                source,
+            })
+    }
+}
+
+/// Route checks applied to every JWT, fresh or cached: issuer trusted here, audience is ours.
+fn admit(
+    route: &RouteAuth,
+    principal: &Principal,
+    issuer_idx: usize,
+    audiences: &[Box<str>],
+    issuers: &[Arc<IssuerKeys>],
+) -> Result<Principal, AuthError> {
+    if !route.issuers.contains(&issuer_idx) {
+        return Err(AuthError::UntrustedIssuer {
+            issuer: issuers[issuer_idx].id.clone(),
+            route: route.route_id.clone(),
+        });
+    }
+    claims::check_audience(audiences, &route.audiences)?;
+    Ok(principal.clone())
+}
+
+/// RFC 7662 makes `aud` optional. When the AS returns one it must name this resource; when it
+/// returns none we accept, because many servers (e.g. Keycloak for some clients) omit it and
+/// the AS, not the token, is then the authority that the token is valid here.
+fn admit_introspected(
+    route: &RouteAuth,
+    principal: &Principal,
+    audiences: &[Box<str>],
+) -> Result<Principal, AuthError> {
+    if !introspect::still_valid(principal) {
+        return Err(AuthError::Expired);
+    }
+    if !audiences.is_empty() {
+        claims::check_audience(audiences, &route.audiences)?;
+    }
+    Ok(principal.clone())
+}
+
+fn check_shape(token: &str) -> Result<(), AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::TooLarge {
+            max: MAX_TOKEN_BYTES,
+        });
+    }
+    if token.is_empty() {
+        return Err(AuthError::Malformed(Malformed::Segments));
+    }
+    Ok(())
+}
+
+/// RFC 6750 §2.1 b64token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/", then "=" padding.
+fn check_charset(token: &str) -> Result<(), AuthError> {
+    let body = token.trim_end_matches('=');
+    let ok = !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Malformed(Malformed::Charset))
+    }
+}
+
+fn validate_settings(s: &IssuerSettings) -> Result<(), AuthSetupError> {
+    if s.algorithms.is_empty() {
+        return Err(AuthSetupError::NoAlgorithms {
+            issuer: s.id.clone(),
+        });
+    }
+    if let Some(&alg) = s.algorithms.iter().find(|a| {
+        matches!(
+            a,
+            jsonwebtoken::Algorithm::HS256
+                | jsonwebtoken::Algorithm::HS384
+                | jsonwebtoken::Algorithm::HS512
+        )
+    }) {
+        return Err(AuthSetupError::SymmetricAlgorithm {
+            issuer: s.id.clone(),
+            alg,
+        });
+    }
+    let urls = s
+        .jwks_uri
+        .iter()
+        .chain(s.introspection.as_ref().map(|i| &i.endpoint));
+    for url in urls {
+        if http::check_secure(url).is_err() {
+            return Err(AuthSetupError::InsecureUrl {
+                issuer: s.id.clone(),
+                url: url.clone(),
+            });
+        }
+    }
+    if let Some(set) = &s.static_keys
+        && keys::from_set(set).is_empty()
+    {
+        return Err(AuthSetupError::StaticKeys {
+            issuer: s.id.clone(),
+        });
+    }
+    Ok(())
+}
