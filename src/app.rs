@@ -17,6 +17,7 @@ use crate::config::{self, Config, UpstreamTarget};
 use crate::gateway::{self, Gateway, Shared};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
+use crate::reload::Reloader;
 use crate::server::{self, Limits};
 use crate::tls::{self, CertResolver};
 
@@ -62,26 +63,25 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub done: tokio::task::JoinHandle<()>,
+    /// Reloads the config file it was started from (SIGHUP and file changes do the same).
+    pub reloader: Arc<Reloader>,
 }
 
 /// Loads `path`, binds both listeners and serves in the background.
 pub async fn start(path: &Path) -> Result<Running, StartError> {
     let config = Arc::new(config::load(path)?);
-    start_with(config).await
-}
-
-pub async fn start_with(config: Arc<Config>) -> Result<Running, StartError> {
     let shared = Arc::new(shared(&config).await?);
     let metrics = shared.metrics.clone();
     let gw = Gateway::build(config.clone(), shared)?;
     metrics.reload(true);
     let current = Arc::new(ArcSwap::from_pointee(gw));
-    let acceptor = match &config.server.tls {
-        Some(files) => Some(TlsAcceptor::from(tls::server_config(Arc::new(
-            CertResolver::load(files)?,
-        )))),
+    let certs = match &config.server.tls {
+        Some(files) => Some(Arc::new(CertResolver::load(files)?)),
         None => None,
     };
+    let acceptor = certs
+        .clone()
+        .map(|c| TlsAcceptor::from(tls::server_config(c)));
     let public = bind(config.server.listen).await?;
     let admin = bind(config.admin.listen).await?;
     let public_addr = public.local_addr().map_err(|source| StartError::Bind {
@@ -122,6 +122,8 @@ pub async fn start_with(config: Arc<Config>) -> Result<Running, StartError> {
         move |req, _| crate::admin::handle(admin_state.clone(), req),
     );
     info!(listen = %public_addr, admin = %admin_addr, routes = config.routes.len(), tls = config.server.tls.is_some(), "mcpgate started");
+    let reloader = Arc::new(Reloader::new(path.to_path_buf(), current.clone(), certs));
+    reloader.clone().spawn_watchers(shutdown.clone());
     let done = tokio::spawn(async move {
         tokio::join!(public_task, admin_task);
     });
@@ -130,6 +132,7 @@ pub async fn start_with(config: Arc<Config>) -> Result<Running, StartError> {
         admin_addr,
         shutdown,
         done,
+        reloader,
     })
 }
 

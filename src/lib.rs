@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod request_id;
 pub mod route;
 pub mod server;
