@@ -168,11 +168,17 @@ fn server(s: &ServerFile, base: &Path, problems: &mut Problems) -> Server {
         cert_file: resolve(base, &t.cert_file),
         key_file: resolve(base, &t.key_file),
     });
-    let cors_allowed_origins = s
+    let mut cors_allowed_origins = s
         .cors
         .as_ref()
         .map(|c| origins(&c.allowed_origins, problems))
         .unwrap_or_default();
+    // A page served from the gateway's own origin is never a DNS-rebinding attack.
+    if let Ok(own) = HeaderValue::from_str(&public_url)
+        && !cors_allowed_origins.contains(&own)
+    {
+        cors_allowed_origins.push(own);
+    }
     let max_connections = s.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
         problems.push("server.max_connections", "must be at least 1");
