@@ -3,6 +3,7 @@
 //! `handle` is the outer layer (request id, span, error → response, metrics, audit);
 //! `try_handle` is the inner one and reads top to bottom in the order a request is checked.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -219,7 +220,9 @@ async fn try_handle(
     let principal = authenticate(gw, rs, route, &req).await?;
     gw.shared.metrics.auth(&route.id, "ok", "ok");
     state.principal = Some(principal.clone());
-    rate_limit(gw, route, &principal, &conn)?;
+    if !route.rate_limit.is_some_and(|l| l.per_tool) {
+        rate_limit(gw, route, &principal, conn.peer.ip(), None)?;
+    }
 
     // 6. Session: only the principal that opened a session may use it.
     let (mut parts, body) = req.into_parts();
@@ -237,7 +240,14 @@ async fn try_handle(
     let (body, grant) = if parts.method == Method::POST {
         authorize::check_post_headers(&parts.headers)?;
         let body = read_body(&parts.headers, body, route).await?;
-        let grant = authorize_post(gw, rs, route, &principal, &parts.headers, &body, state)?;
+        let caller = Caller {
+            gw,
+            rs,
+            route,
+            principal: &principal,
+            peer: conn.peer.ip(),
+        };
+        let grant = authorize_post(&caller, &parts.headers, &body, state)?;
         (full(body), grant)
     } else {
         let grant = authorize::authorize(
@@ -289,35 +299,55 @@ async fn authenticate(
     }
 }
 
+/// Takes a token from the caller's bucket. `tool` is set when the route limits each tool on its
+/// own (`per_tool = true`); the bucket is then per principal, route and tool.
 fn rate_limit(
     gw: &Gateway,
     route: &Route,
     principal: &Principal,
-    conn: &ConnInfo,
+    peer: IpAddr,
+    tool: Option<&str>,
 ) -> Result<(), GatewayError> {
     let Some(limit) = &route.rate_limit else {
         return Ok(());
     };
     // Anonymous callers share no identity, so their bucket is per client address.
-    let key = match principal.kind {
-        PrincipalKind::Anonymous => format!("{}\0anonymous\0{}", route.id, conn.peer.ip()),
+    let mut key = match principal.kind {
+        PrincipalKind::Anonymous => format!("{}\0anonymous\0{peer}", route.id),
         _ => format!("{}\0{}\0{}", route.id, principal.issuer, principal.subject),
     };
+    if let Some(tool) = tool {
+        key.push('\0');
+        key.push_str(tool);
+    }
     gw.shared
         .limiter
         .check(&key, limit)
         .map_err(|retry_after| GatewayError::RateLimited { retry_after })
 }
 
+/// The authenticated caller on a matched route: what the authorisation steps need.
+struct Caller<'a> {
+    gw: &'a Gateway,
+    rs: &'a RouteState,
+    route: &'a Route,
+    principal: &'a Principal,
+    peer: IpAddr,
+}
+
 fn authorize_post(
-    gw: &Gateway,
-    rs: &RouteState,
-    route: &Route,
-    principal: &Principal,
+    caller: &Caller<'_>,
     headers: &HeaderMap,
     body: &Bytes,
     state: &mut RequestState,
 ) -> Result<Grant, GatewayError> {
+    let Caller {
+        gw,
+        rs,
+        route,
+        principal,
+        peer,
+    } = *caller;
     let env = authorize::inspect(body, headers, route);
     if let Ok(env) = &env {
         state.jsonrpc_id = env.first_id().map(|id| id.as_json().into());
@@ -326,14 +356,24 @@ fn authorize_post(
     if gw.shared.auditor.logs_arguments() {
         state.arguments = gw.shared.auditor.arguments_of(body);
     }
-    authorize::authorize(
+    let grant = authorize::authorize(
         &rs.policy,
         route,
         principal,
         Some(&env),
         &gw.shared.metrics,
         &mut state.verdicts,
-    )
+    )?;
+    if route.rate_limit.is_some_and(|l| l.per_tool) {
+        for msg in env.messages() {
+            let tool = msg
+                .name
+                .as_deref()
+                .filter(|_| msg.method() == Some("tools/call"));
+            rate_limit(gw, route, principal, peer, tool)?;
+        }
+    }
+    Ok(grant)
 }
 
 /// Reads a POST body within the route's limit: the JSON-RPC message decides what is allowed.

@@ -177,6 +177,8 @@ pub struct UpstreamHeaderFile {
 pub struct RateLimitFile {
     pub per_second: f64,
     pub burst: u32,
+    #[serde(default)]
+    pub per_tool: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -177,6 +177,8 @@ impl IdentityHeaders {
 pub struct RateLimit {
     pub per_second: f64,
     pub burst: u32,
+    /// One bucket per tool (for tools/call) instead of one per route.
+    pub per_tool: bool,
 }
 
 pub use crate::auth::ApiKey as ApiKeySpec;

@@ -590,6 +590,7 @@ fn rate_limit(r: &RouteFile, p: &str, problems: &mut Problems) -> Option<RateLim
     Some(RateLimit {
         per_second: rl.per_second,
         burst: rl.burst,
+        per_tool: rl.per_tool,
     })
 }
 
