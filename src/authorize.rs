@@ -51,17 +51,22 @@ pub fn check_post_headers(headers: &HeaderMap) -> Result<(), GatewayError> {
     }
 }
 
-/// Classifies a POST body and checks the MCP 2026-07-28 `Mcp-Method` / `Mcp-Name` headers
-/// against it, so the gateway and the upstream can never disagree about what is called.
-pub fn inspect<'b>(
-    body: &'b [u8],
-    headers: &HeaderMap,
-    route: &Route,
-) -> Result<Envelope<'b>, GatewayError> {
-    let env = jsonrpc::classify(body, &jsonrpc::Limits::default(), route.allow_batches)?;
+/// Classifies a POST body (then `check` it): two steps, so that a refusal by `check` can still
+/// answer with the request's JSON-RPC id (JSON-RPC 2.0 §5).
+pub fn classify<'b>(body: &'b [u8], route: &Route) -> Result<Envelope<'b>, GatewayError> {
+    Ok(jsonrpc::classify(
+        body,
+        &jsonrpc::Limits::default(),
+        route.allow_batches,
+    )?)
+}
+
+/// Checks the MCP 2026-07-28 `Mcp-Method` / `Mcp-Name` headers against the body, so the gateway
+/// and the upstream can never disagree about what is called.
+pub fn check(env: &Envelope<'_>, headers: &HeaderMap, route: &Route) -> Result<(), GatewayError> {
     let header_text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     jsonrpc::check_headers(
-        &env,
+        env,
         header_text(jsonrpc::MCP_METHOD_HEADER),
         header_text(jsonrpc::MCP_NAME_HEADER),
     )?;
@@ -74,7 +79,7 @@ pub fn inspect<'b>(
     {
         return Err(ClassifyError::BatchNotAllowed.into());
     }
-    Ok(env)
+    Ok(())
 }
 
 /// Decides a request. `env` is `None` for GET and DELETE, which need only the route scopes.

@@ -275,6 +275,10 @@ async fn try_handle(
         &fwd,
     );
     add_identity(&mut parts.headers, route, &principal);
+    // The upstream logs the same id the client and our logs see; a client's unsafe id never passes.
+    parts
+        .headers
+        .insert(request_id::HEADER, state.request_id.clone());
     for (name, value) in &route.upstream_headers {
         parts.headers.insert(name.clone(), value.clone());
     }
@@ -348,11 +352,9 @@ fn authorize_post(
         principal,
         peer,
     } = *caller;
-    let env = authorize::inspect(body, headers, route);
-    if let Ok(env) = &env {
-        state.jsonrpc_id = env.first_id().map(|id| id.as_json().into());
-    }
-    let env = env?;
+    let env = authorize::classify(body, route)?;
+    state.jsonrpc_id = env.first_id().map(|id| id.as_json().into());
+    authorize::check(&env, headers, route)?;
     if gw.shared.auditor.logs_arguments() {
         state.arguments = gw.shared.auditor.arguments_of(body);
     }

@@ -71,6 +71,7 @@ mod tests {
         let limit = RateLimit {
             per_second: 50.0,
             burst: 3,
+            per_tool: false,
         };
         for _ in 0..3 {
             assert!(rl.check("alice", &limit).is_ok());

@@ -74,9 +74,12 @@ impl Reloader {
     async fn try_reload(&self, old: &Gateway) -> Result<(), ReloadError> {
         let new = Arc::new(config::load(&self.path)?);
         restart_only(&old.config, &new)?;
-        if let (Some(certs), Some(files)) = (&self.certs, &new.server.tls) {
-            certs.reload(files)?;
-        }
+        // The certificate is checked now but served only once everything else has been built,
+        // so a reload refused for any reason changes nothing.
+        let cert = match &new.server.tls {
+            Some(files) if self.certs.is_some() => Some(CertResolver::prepare(files)?),
+            _ => None,
+        };
         let gw = Gateway::build(new, old.shared.clone())?;
         let deadline = tokio::time::Instant::now() + READY_WAIT;
         while !gw.ready() && tokio::time::Instant::now() < deadline {
@@ -84,6 +87,9 @@ impl Reloader {
         }
         if !gw.ready() {
             warn!("new config swapped in before all issuer keys loaded; /readyz reports it");
+        }
+        if let (Some(certs), Some(cert)) = (&self.certs, cert) {
+            certs.install(cert);
         }
         self.current.store(Arc::new(gw));
         Ok(())

@@ -44,10 +44,14 @@ impl CertResolver {
         Ok(CertResolver(ArcSwap::from_pointee(certified_key(files)?)))
     }
 
-    /// Re-reads the files; on error the old certificate stays in service.
-    pub fn reload(&self, files: &TlsFiles) -> Result<(), TlsError> {
-        self.0.store(Arc::new(certified_key(files)?));
-        Ok(())
+    /// Reads and checks new files without serving them yet (see `install`).
+    pub fn prepare(files: &TlsFiles) -> Result<Arc<CertifiedKey>, TlsError> {
+        Ok(Arc::new(certified_key(files)?))
+    }
+
+    /// Serves `key` to every new handshake from now on.
+    pub fn install(&self, key: Arc<CertifiedKey>) {
+        self.0.store(key);
     }
 }
 

@@ -199,15 +199,20 @@ fn create_key_file(path: &Path) -> Result<Vec<u8>, DevIssuerError> {
         path: path.to_owned(),
         source,
     };
+    // Written under a private name first and then linked into place, so a second process
+    // starting on the same state directory never reads a half-written key.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(&pem)
-                .and_then(|()| file.sync_all())
-                .map_err(io)?;
+    let written = options
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(&pem).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
             tracing::info!(path = %path.display(), "created dev issuer key");
             Ok(pem)
         }

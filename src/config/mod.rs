@@ -243,7 +243,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates config text; relative paths resolve against `base_dir`.
 pub fn from_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
-        path: "(file)".into(),
+        path: e
+            .span()
+            .map_or_else(|| "(file)".into(), |span| position(text, span.start)),
         reason: one_line(&e.to_string()),
     })?;
     let file: file::FileConfig =
@@ -252,6 +254,14 @@ pub fn from_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
             reason: one_line(&e.inner().to_string()),
         })?;
     validate::validate(file, base_dir)
+}
+
+/// "line N, column M" (1-based) of a byte offset, for syntax errors that have no key path yet.
+fn position(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}")
 }
 
 /// toml's messages quote the offending source line; keep only the reason.

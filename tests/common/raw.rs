@@ -1,0 +1,184 @@
+//! Raw HTTP/1.1 over TCP, for tests where the exact bytes on the wire matter (paths that
+//! clients would normalise, hop-by-hop headers, half-sent requests, idle connections).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased, in wire order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// One client connection.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// How a connection ended when the test waited on it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The server closed (EOF or reset).
+    Yes,
+    /// Still open when the wait ended.
+    No,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+            .await
+            .expect("connect within 5 s")
+            .expect("connect");
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write request");
+    }
+
+    /// Sends `request` with `\n` line endings turned into CRLF.
+    pub async fn send_text(&mut self, request: &str) {
+        let wire = request.replace("\r\n", "\n").replace('\n', "\r\n");
+        self.send(wire.as_bytes()).await;
+    }
+
+    /// Reads one response (Content-Length or chunked; else until EOF), failing after `wait`.
+    pub async fn read_response_within(&mut self, wait: Duration) -> Option<RawResponse> {
+        tokio::time::timeout(wait, self.read_response()).await.ok()
+    }
+
+    /// Reads one response, failing the test after 5 s.
+    pub async fn response(&mut self) -> RawResponse {
+        self.read_response_within(Duration::from_secs(5))
+            .await
+            .expect("a response within 5 s")
+    }
+
+    async fn read_response(&mut self) -> RawResponse {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            assert!(self.fill().await > 0, "connection closed before a response");
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let mut resp = RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if let Some(len) = resp.header("content-length") {
+            let len: usize = len.parse().expect("content-length");
+            while self.buf.len() < len {
+                assert!(self.fill().await > 0, "closed inside the body");
+            }
+            resp.body = self.buf.drain(..len).collect();
+        } else if resp
+            .header("transfer-encoding")
+            .is_some_and(|te| te.contains("chunked"))
+        {
+            resp.body = self.read_chunked().await;
+        } else if status != 204 && status != 304 && !(100..200).contains(&status) {
+            while self.fill().await > 0 {}
+            resp.body = std::mem::take(&mut self.buf);
+        }
+        resp
+    }
+
+    async fn read_chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                assert!(self.fill().await > 0, "closed inside a chunk size");
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .expect("chunk size");
+            self.buf.drain(..line_end + 2);
+            while self.buf.len() < size + 2 {
+                assert!(self.fill().await > 0, "closed inside a chunk");
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+            if size == 0 {
+                return body;
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 8192];
+        match self.stream.read(&mut chunk).await {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits up to `wait` for the server to close the connection. Bytes that arrive meanwhile
+    /// are kept for a later `response()`.
+    pub async fn closed_within(&mut self, wait: Duration) -> Closed {
+        let until_eof = async { while self.fill().await > 0 {} };
+        match tokio::time::timeout(wait, until_eof).await {
+            Ok(()) => Closed::Yes,
+            Err(_) => Closed::No,
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends one raw request on a fresh connection and reads the response.
+pub async fn request(addr: SocketAddr, request: &str) -> RawResponse {
+    let mut conn = RawConn::connect(addr).await;
+    conn.send_text(request).await;
+    conn.response().await
+}

@@ -1,0 +1,370 @@
+//! The public listener: TLS and ALPN, connection timeouts and limits, graceful shutdown.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use http::Version;
+use rustls_pki_types::ServerName;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_rustls::TlsConnector;
+
+const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+/// Handshakes with `alpn` offered and returns the protocol the server chose.
+async fn negotiated_alpn(ca: &TestCa, gw: &TestGateway, alpn: &[&[u8]]) -> Option<Vec<u8>> {
+    let tcp = TcpStream::connect(gw.public_addr).await.unwrap();
+    let connector = TlsConnector::from(ca.rustls_config(alpn));
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = within(5, "TLS handshake", connector.connect(name, tcp))
+        .await
+        .expect("TLS handshake succeeds");
+    tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+}
+
+async fn tls_serves_both_protocols(kind: KeyKind) {
+    let ca = TestCa::new();
+    let upstream = UpstreamServer::mcp().await;
+    let gw = GatewayBuilder::new()
+        .tls(ca.server_cert(kind))
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start_tls(&ca)
+        .await;
+
+    assert_eq!(
+        negotiated_alpn(&ca, &gw, &[b"h2", b"http/1.1"])
+            .await
+            .as_deref(),
+        Some(&b"h2"[..]),
+        "{kind:?}: h2 preferred"
+    );
+    assert_eq!(
+        negotiated_alpn(&ca, &gw, &[b"http/1.1"]).await.as_deref(),
+        Some(&b"http/1.1"[..]),
+        "{kind:?}"
+    );
+    assert_eq!(negotiated_alpn(&ca, &gw, &[]).await, None, "{kind:?}");
+
+    for (client_version, expected) in [
+        (HttpVersion::Http1, Version::HTTP_11),
+        (HttpVersion::Http2, Version::HTTP_2),
+        (HttpVersion::Auto, Version::HTTP_2),
+    ] {
+        let resp = ca
+            .client(client_version)
+            .post(gw.url("/mcp"))
+            .header("content-type", "application/json")
+            .body(PING)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?} {client_version:?}: {e}"));
+        assert_eq!(resp.version(), expected, "{kind:?} {client_version:?}");
+        assert_eq!(resp.status(), 200, "{kind:?} {client_version:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["id"], 1);
+    }
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 3);
+    let authority = gw.public_addr.to_string();
+    for r in &seen {
+        assert_eq!(r.header("x-forwarded-proto"), Some("https"));
+        // HTTP/2 has no Host header: the gateway forwards :authority instead.
+        assert_eq!(r.header("x-forwarded-host"), Some(authority.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn tls_with_rsa_key_negotiates_h2_and_http1() {
+    tls_serves_both_protocols(KeyKind::Rsa).await;
+}
+
+#[tokio::test]
+async fn tls_with_ecdsa_p256_key_negotiates_h2_and_http1() {
+    tls_serves_both_protocols(KeyKind::EcdsaP256).await;
+}
+
+#[tokio::test]
+async fn tls_with_ed25519_key_negotiates_h2_and_http1() {
+    tls_serves_both_protocols(KeyKind::Ed25519).await;
+}
+
+#[tokio::test]
+async fn tls_handshake_that_never_starts_is_closed_after_header_read_timeout() {
+    let ca = TestCa::new();
+    let upstream = UpstreamServer::mcp().await;
+    let gw = GatewayBuilder::new()
+        .tls(ca.server_cert(KeyKind::EcdsaP256))
+        .server(r#"header_read_timeout = "1s""#)
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start_tls(&ca)
+        .await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    assert_eq!(
+        conn.closed_within(Duration::from_secs(5)).await,
+        Closed::Yes
+    );
+}
+
+#[tokio::test]
+async fn slow_request_headers_are_closed_after_header_read_timeout() {
+    let upstream = UpstreamServer::mcp().await;
+    let gw = GatewayBuilder::new()
+        .server(r#"header_read_timeout = "1s""#)
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start()
+        .await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    conn.send(b"POST /mcp HTT").await;
+    // The default (10 s) would outlast this wait: only the configured 1 s closes it in time.
+    assert_eq!(
+        conn.closed_within(Duration::from_secs(5)).await,
+        Closed::Yes
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_idle_timeout_but_busy_streams_are_not() {
+    let upstream = UpstreamServer::start(|req| {
+        if req.method == "GET" {
+            let events: Vec<String> = (1..=6).map(|i| sse_event(i, "{}")).collect();
+            Reply::sse(&events, Duration::from_millis(400))
+        } else {
+            Reply::echo(req)
+        }
+    })
+    .await;
+    let gw = GatewayBuilder::new()
+        // Hyper's own header timer also closes idle keep-alive connections; keep it out of
+        // the way so that only idle_timeout can close them within the test's wait.
+        .server(r#"header_read_timeout = "30s""#)
+        .server(r#"idle_timeout = "1s""#)
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start()
+        .await;
+
+    let mut keep_alive = RawConn::connect(gw.public_addr).await;
+    keep_alive
+        .send_text(&http1_post(
+            "/mcp",
+            &["Content-Type: application/json"],
+            PING,
+        ))
+        .await;
+    assert_eq!(keep_alive.response().await.status, 200);
+    let mut silent = RawConn::connect(gw.public_addr).await;
+
+    // A stream that moves a byte every 400 ms outlives the 1 s idle timeout.
+    let mut streaming = RawConn::connect(gw.public_addr).await;
+    streaming
+        .send_text(&http1_get("/mcp", &["Accept: text/event-stream"]))
+        .await;
+    let stream = streaming.response().await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&stream.body)
+            .matches("id: ")
+            .count(),
+        6
+    );
+
+    assert_eq!(
+        keep_alive.closed_within(Duration::from_secs(5)).await,
+        Closed::Yes
+    );
+    assert_eq!(
+        silent.closed_within(Duration::from_secs(5)).await,
+        Closed::Yes
+    );
+}
+
+#[tokio::test]
+async fn max_connections_holds_extra_clients_until_a_slot_frees() {
+    let upstream = UpstreamServer::mcp().await;
+    let gw = GatewayBuilder::new()
+        .server("max_connections = 2")
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start()
+        .await;
+    let request = http1_post("/mcp", &["Content-Type: application/json"], PING);
+
+    let mut first = RawConn::connect(gw.public_addr).await;
+    first.send_text(&request).await;
+    assert_eq!(first.response().await.status, 200);
+    let mut second = RawConn::connect(gw.public_addr).await;
+    second.send_text(&request).await;
+    assert_eq!(second.response().await.status, 200);
+
+    // The kernel completes the TCP handshake, but the gateway does not serve it.
+    let mut third = RawConn::connect(gw.public_addr).await;
+    third.send_text(&request).await;
+    assert!(
+        third
+            .read_response_within(Duration::from_secs(1))
+            .await
+            .is_none(),
+        "a third connection was served while two were open"
+    );
+    assert_eq!(upstream.requests().len(), 2);
+
+    drop(first);
+    let resp = third.response().await;
+    assert_eq!(resp.status, 200, "served once a slot freed");
+    assert_eq!(upstream.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_open_sse_stream_finish_and_refuses_new_connections() {
+    let gate = Gate::new();
+    let finished = Arc::new(Notify::new());
+    let first = sse_event(1, r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#);
+    let rest = [
+        sse_event(2, r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#),
+        sse_event(3, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+    ];
+    let upstream = {
+        let (gate, finished, first, rest) =
+            (gate.clone(), finished.clone(), first.clone(), rest.clone());
+        UpstreamServer::start(move |_| {
+            Reply::sse_gated(std::slice::from_ref(&first), &gate, &rest, &finished)
+        })
+        .await
+    };
+    let mut gw = GatewayBuilder::new()
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start()
+        .await;
+    let addr = gw.public_addr;
+
+    let mut resp = gw
+        .post_json("/mcp", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut received = Vec::new();
+    within(5, "first event", async {
+        while received.len() < first.len() {
+            received.extend_from_slice(&resp.chunk().await.unwrap().expect("open"));
+        }
+    })
+    .await;
+
+    gw.shutdown.cancel();
+    within(5, "listener closed for new connections", async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    gate.open();
+    within(5, "rest of the stream during the drain", async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            received.extend_from_slice(&chunk);
+        }
+    })
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        format!("{first}{}{}", rest[0], rest[1])
+    );
+    gw.wait_stopped().await;
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn drain_timeout_closes_streams_that_outlive_it() {
+    let gate = Gate::new();
+    let finished = Arc::new(Notify::new());
+    let first = sse_event(1, "{}");
+    let upstream = {
+        let (gate, finished, first) = (gate.clone(), finished.clone(), first.clone());
+        UpstreamServer::start(move |_| {
+            Reply::sse_gated(
+                std::slice::from_ref(&first),
+                &gate,
+                &[sse_event(2, "{}")],
+                &finished,
+            )
+        })
+        .await
+    };
+    let mut gw = GatewayBuilder::new()
+        .server(r#"drain_timeout = "1s""#)
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start()
+        .await;
+    let mut resp = gw
+        .post_json("/mcp", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#)
+        .await;
+    let mut received = Vec::new();
+    within(5, "first event", async {
+        while received.len() < first.len() {
+            received.extend_from_slice(&resp.chunk().await.unwrap().expect("open"));
+        }
+    })
+    .await;
+    gw.shutdown.cancel();
+    gw.wait_stopped().await;
+    // The upstream never finishes: after the drain timeout the gateway must cut the stream.
+    let end = within(5, "stream cut after the drain timeout", resp.chunk()).await;
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+}
+
+#[tokio::test]
+async fn sse_streams_event_by_event_over_h2() {
+    let ca = TestCa::new();
+    let gate = Gate::new();
+    let finished = Arc::new(Notify::new());
+    let first = sse_event(1, r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#);
+    let rest = [sse_event(2, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)];
+    let upstream = {
+        let (gate, finished, first, rest) =
+            (gate.clone(), finished.clone(), first.clone(), rest.clone());
+        UpstreamServer::start(move |_| {
+            Reply::sse_gated(std::slice::from_ref(&first), &gate, &rest, &finished)
+        })
+        .await
+    };
+    let gw = GatewayBuilder::new()
+        .tls(ca.server_cert(KeyKind::EcdsaP256))
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start_tls(&ca)
+        .await;
+    let mut resp = ca
+        .client(HttpVersion::Http2)
+        .post(gw.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let mut received = Vec::new();
+    within(
+        5,
+        "first event over h2 while the upstream holds the stream",
+        async {
+            while received.len() < first.len() {
+                received.extend_from_slice(&resp.chunk().await.unwrap().expect("open"));
+            }
+        },
+    )
+    .await;
+    gate.open();
+    within(5, "rest of the stream", async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            received.extend_from_slice(&chunk);
+        }
+    })
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        format!("{first}{}", rest[0])
+    );
+}
