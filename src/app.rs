@@ -110,7 +110,9 @@ pub async fn start(path: &Path) -> Result<Running, StartError> {
         limits,
         Some(metrics),
         shutdown.clone(),
-        move |req, conn| gateway::handle(handler_state.load_full(), req, conn),
+        // Boxed: hyper keeps the service future inline in each connection's state, so a
+        // pointer here keeps idle connections small and avoids moving a large future.
+        move |req, conn| Box::pin(gateway::handle(handler_state.load_full(), req, conn)),
     );
     let admin_state = current.clone();
     let admin_task = server::serve(

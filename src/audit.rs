@@ -113,15 +113,18 @@ impl Auditor {
     }
 }
 
-fn write_loop(mut rx: mpsc::Receiver<Event>, mut out: Box<dyn Write + Send>) {
-    while let Some(event) = rx.blocking_recv() {
-        if let Ok(mut line) = serde_json::to_vec(&event) {
-            line.push(b'\n');
-            let _ = out.write_all(&line);
-            if rx.is_empty() {
-                let _ = out.flush();
+/// Drains the queue in batches into a buffered writer and flushes once per batch, so a busy
+/// gateway makes one write call per batch of events, not one per event.
+fn write_loop(mut rx: mpsc::Receiver<Event>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut batch = Vec::with_capacity(256);
+    while rx.blocking_recv_many(&mut batch, 256) > 0 {
+        for event in batch.drain(..) {
+            if serde_json::to_writer(&mut out, &event).is_ok() {
+                let _ = out.write_all(b"\n");
             }
         }
+        let _ = out.flush();
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -145,18 +144,18 @@ impl Reloader {
     }
 
     /// A hash over the config file and the current TLS files.
-    fn fingerprint(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         hash_file(&mut h, &self.path);
         if let Some(tls) = &self.current.load().config.server.tls {
             hash_file(&mut h, &tls.cert_file);
             hash_file(&mut h, &tls.key_file);
         }
-        h.finalize().into()
+        h.finish().as_ref().to_vec()
     }
 }
 
-fn hash_file(h: &mut Sha256, path: &Path) {
+fn hash_file(h: &mut aws_lc_rs::digest::Context, path: &Path) {
     match std::fs::read(path) {
         Ok(bytes) => h.update(&bytes),
         Err(_) => h.update(b"\0missing"),

@@ -1,6 +1,5 @@
 //! Static API keys per route, stored as SHA-256 hashes and compared in constant time.
 
-use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::{Principal, PrincipalKind, hex};
@@ -19,7 +18,7 @@ const HASH_PREFIX: &str = "sha256:";
 
 /// `sha256:<64 hex>`, the form stored in gateway.toml (`mcpgate hash-key`).
 pub fn hash_api_key(key: &str) -> String {
-    format!("{HASH_PREFIX}{}", hex(&Sha256::digest(key.as_bytes())))
+    format!("{HASH_PREFIX}{}", hex(&super::sha256(key.as_bytes())))
 }
 
 /// Parse the config form `sha256:<64 hex>` back into bytes.
@@ -84,12 +83,12 @@ mod tests {
     #[test]
     fn find_returns_the_matching_key_only() {
         let keys = [key("a", "alice"), key("b", "bob")];
-        let digest: [u8; 32] = Sha256::digest(b"b").into();
+        let digest = super::super::sha256(b"b");
         assert_eq!(
             find(&keys, &digest).map(|k| k.subject.as_str()),
             Some("bob")
         );
-        let digest: [u8; 32] = Sha256::digest(b"c").into();
+        let digest = super::super::sha256(b"c");
         assert!(find(&keys, &digest).is_none());
         assert!(find(&[], &digest).is_none());
     }

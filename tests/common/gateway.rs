@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -85,7 +84,8 @@ impl TestRoute {
 
 /// `"sha256:" + hex(SHA-256(key))`, the form `[[routes.api_keys]] hash` takes.
 pub fn key_hash(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let digest = digest.as_ref();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
