@@ -54,6 +54,7 @@ pub(crate) struct RouteState {
     pub auth: RouteAuth,
     pub policy: Arc<Policy>,
     pub metadata: RouteMetadata,
+    pub metrics: crate::metrics::RouteHandles,
 }
 
 impl Gateway {
@@ -120,9 +121,18 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, conn: ConnInfo) ->
     );
     resp.headers_mut()
         .insert(request_id::HEADER, state.request_id.clone());
-    gw.shared
-        .metrics
-        .request_done(route_id, method.as_str(), status, started.elapsed());
+    match state.route {
+        Some(i) => gw.routes[i].metrics.request_done(
+            gw.metrics(),
+            route_id,
+            method.as_str(),
+            status,
+            started.elapsed(),
+        ),
+        None => gw
+            .metrics()
+            .request_done(route_id, method.as_str(), status, started.elapsed()),
+    }
     span.in_scope(|| {
         info!(
             route.id = route_id,
@@ -218,7 +228,7 @@ async fn try_handle(
     }
     // 5. Authenticate: a Principal, or a 400/401/503.
     let principal = authenticate(gw, rs, route, &req).await?;
-    gw.shared.metrics.auth(&route.id, "ok", "ok");
+    rs.metrics.auth_ok.inc();
     state.principal = Some(principal.clone());
     if !route.rate_limit.is_some_and(|l| l.per_tool) {
         rate_limit(gw, route, &principal, conn.peer.ip(), None)?;

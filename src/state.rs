@@ -56,7 +56,7 @@ impl Gateway {
         auth.start();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, route) in config.routes.iter().enumerate() {
-            routes.push(route_state(&config, index, route, shared.demo)?);
+            routes.push(route_state(&config, index, route, &shared)?);
             wellknown.add_static(
                 routes[index].metadata.path.clone(),
                 routes[index].metadata.document.clone(),
@@ -92,8 +92,9 @@ fn route_state(
     config: &Config,
     index: usize,
     route: &Route,
-    demo: Option<SocketAddr>,
+    shared: &Shared,
 ) -> Result<RouteState, BuildError> {
+    let demo = shared.demo;
     let uri = match (&route.upstream, demo) {
         (UpstreamTarget::Http(uri), _) => uri.clone(),
         (UpstreamTarget::BuiltinDemo, Some(addr)) => format!("http://{addr}/mcp")
@@ -122,6 +123,7 @@ fn route_state(
         auth,
         policy: Arc::new(policy),
         metadata,
+        metrics: shared.metrics.route_handles(&route.id),
     })
 }
 
