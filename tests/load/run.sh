@@ -1,0 +1,526 @@
+#!/usr/bin/env bash
+# Load and cost comparison: direct upstream vs nginx reverse proxy vs mcpgate (issue #7).
+#
+# usage: tests/load/run.sh [all|throughput|memory|instructions|benches]
+#   all (default)  throughput + cold-token mix + peak RSS, 10k idle connections, instructions/request
+#   throughput     wrk rounds only (64 connections, 1 connection, SSE, cold-token mix) + peak RSS
+#   memory         10,000 idle keep-alive connections: mcpgate RSS
+#   instructions   callgrind: instructions per request, nginx proxy vs mcpgate, + hot spots
+#   benches        the criterion benches (auth, classify_policy), short settings
+#
+# Knobs (environment): DURATION=10 LAT_DURATION=5 SSE_DURATION=5 ROUNDS=3 CONNS=64
+#   CG_WARMUP=500 CG_COUNT=2000 IDLE_CONNS=10000 IDLE_HOLD=15 LOADGEN_CPU=0 SERVER_CPU=1
+#   KEEP_WORK=1 keeps the temporary directory (configs, logs, callgrind dumps).
+#
+# Every server runs pinned to SERVER_CPU, every load generator to LOADGEN_CPU. Every process this
+# script starts is recorded and killed by PID on exit; every load loop has a fixed duration or count.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+MODE=${1:-all}
+
+DURATION=${DURATION:-10}          # seconds per 64-connection and cold-token round
+LAT_DURATION=${LAT_DURATION:-5}   # seconds per 1-connection (latency) round
+SSE_DURATION=${SSE_DURATION:-5}   # seconds per SSE round
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-64}
+COLD_EVERY=${COLD_EVERY:-10}      # 1 request in COLD_EVERY carries a never-seen token
+COLD_RPS_MAX=${COLD_RPS_MAX:-15000}  # fresh tokens are minted for at most this rate (wrk warns if short)
+CG_WARMUP=${CG_WARMUP:-500}
+CG_COUNT=${CG_COUNT:-2000}
+CG_CONNS=${CG_CONNS:-"1 16"}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_HOLD=${IDLE_HOLD:-15}
+LOADGEN_CPU=${LOADGEN_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
+PYTHON=${PYTHON:-python3}
+
+WORK=$(mktemp -d /tmp/mcpgate-load.XXXXXX)
+RESULTS=$WORK/results.tsv
+PIDS=()
+
+log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    # The audit log and token files are large and worthless after the run.
+    rm -f "$WORK"/*.jsonl "$WORK"/tokens-* "$WORK"/access.log
+    if [[ "${KEEP_WORK:-0}" == 1 ]]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+# Starts a background process, records its PID (taskset and valgrind keep the PID they were given).
+start() {
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    PIDS+=("$!")
+    LAST_PID=$!
+}
+
+stop() {
+    local pid=$1
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+wait_port() {
+    local port=$1 i
+    for i in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "nothing listens on 127.0.0.1:$port after 30 s"
+}
+
+free_port() {
+    "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# --- tools -------------------------------------------------------------------------------------
+
+install_tools() {
+    local missing=()
+    command -v nginx >/dev/null || missing+=(nginx-light)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v valgrind >/dev/null || missing+=(valgrind)
+    command -v taskset >/dev/null || missing+=(util-linux)
+    command -v curl >/dev/null || missing+=(curl)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! "$PYTHON" -c 'import cryptography' 2>/dev/null; then
+        log "installing the Python cryptography package (token minting)"
+        "$PYTHON" -m pip install -q cryptography
+    fi
+}
+
+build() {
+    log "cargo build --release --locked"
+    (cd "$ROOT" && cargo build --release --locked -q)
+    # A private copy: another build may replace target/release/mcpgate while we measure.
+    cp "$ROOT/target/release/mcpgate" "$WORK/mcpgate"
+    BIN=$WORK/mcpgate
+}
+
+# --- servers -----------------------------------------------------------------------------------
+
+BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_events","arguments":{"calendar":"work","limit":10}}}'
+
+# The fast upstream: a fixed JSON-RPC result for POST /mcp, and two SSE events for POST /sse.
+write_upstream_conf() {
+    local port=$1 dir=$WORK/nginx-up
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+user root;
+error_log $dir/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 30000; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    keepalive_requests 100000000;
+    keepalive_timeout 600s;
+    server {
+        listen 127.0.0.1:$port;
+        location = /mcp {
+            default_type application/json;
+            return 200 '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
+        }
+        location = /sse {
+            default_type text/event-stream;
+            return 200 'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p-1","progress":1}}\n\nevent: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}\n\n';
+        }
+    }
+}
+EOF
+}
+
+# nginx as a plain reverse proxy: keep-alive upstream pool, HTTP/1.1, unbuffered SSE. It writes
+# one buffered access-log line per request, as mcpgate writes one audit line per request.
+write_proxy_conf() {
+    local port=$1 upstream=$2 dir=$3 master=$4
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+master_process $master;
+user root;
+error_log $dir/error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections 30000; }
+http {
+    access_log $WORK/access.log combined buffer=64k flush=1s;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    keepalive_requests 100000000;
+    keepalive_timeout 600s;
+    upstream mcp {
+        server 127.0.0.1:$upstream;
+        keepalive 256;
+        keepalive_requests 100000000;
+        keepalive_timeout 600s;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://mcp;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        location = /sse {
+            proxy_pass http://mcp;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+}
+
+# mcpgate: one JWT route with a tool policy (exact names, globs, catch-all) per upstream location.
+write_gateway_conf() {
+    local file=$1 port=$2 admin=$3 upstream=$4 name=$5 header_timeout=${6:-10s}
+    cat >"$file" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+header_read_timeout = "$header_timeout"
+# One public_url for every instance: the token's iss and aud derive from it, so one token
+# works on the throughput, idle and callgrind instances, whatever port each listens on.
+public_url = "http://127.0.0.1:8443"
+state_dir = "state"
+max_connections = 20000
+idle_timeout = "600s"
+
+[admin]
+listen = "127.0.0.1:$admin"
+
+[audit]
+sink = "file"
+file = "audit-$name.jsonl"
+
+[[issuers]]
+id = "dev"
+kind = "dev"
+
+[[routes]]
+id = "bench"
+path = "/bench/mcp"
+upstream = "http://127.0.0.1:$upstream/mcp"
+issuers = ["dev"]
+scopes = ["mcp:tools"]
+
+[routes.tools]
+"echo" = []
+"get_events" = ["mcp:tools"]
+"get_*" = ["mcp:tools"]
+"delete_*" = ["bench:admin"]
+"list_*" = ["mcp:tools"]
+"*" = ["mcp:tools"]
+
+[[routes]]
+id = "bench-sse"
+path = "/bench-sse/mcp"
+upstream = "http://127.0.0.1:$upstream/sse"
+issuers = ["dev"]
+scopes = ["mcp:tools"]
+
+[routes.tools]
+"get_events" = ["mcp:tools"]
+"delete_*" = ["bench:admin"]
+"*" = ["mcp:tools"]
+EOF
+}
+
+start_upstream() {
+    UP_PORT=$(free_port)
+    write_upstream_conf "$UP_PORT"
+    start nginx-up taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx-up" -c "$WORK/nginx-up/nginx.conf" -g 'daemon off;'
+    UP_PID=$LAST_PID
+    wait_port "$UP_PORT"
+}
+
+start_proxy() {
+    PX_PORT=$(free_port)
+    write_proxy_conf "$PX_PORT" "$UP_PORT" "$WORK/nginx-px" on
+    start nginx-px taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx-px" -c "$WORK/nginx-px/nginx.conf" -g 'daemon off;'
+    PX_PID=$LAST_PID
+    wait_port "$PX_PORT"
+}
+
+# start_gateway NAME [wrapper...]: a fresh mcpgate with its own ports; sets GW_PORT, GW_PID, GW_CONF.
+# HEADER_TIMEOUT overrides server.header_read_timeout (default 10s).
+start_gateway() {
+    local name=$1
+    shift
+    GW_PORT=$(free_port)
+    GW_CONF=$WORK/gateway-$name.toml
+    write_gateway_conf "$GW_CONF" "$GW_PORT" "$(free_port)" "$UP_PORT" "$name" "${HEADER_TIMEOUT:-10s}"
+    start "gateway-$name" taskset -c "$SERVER_CPU" "$@" "$BIN" --config "$GW_CONF" --log-filter warn
+    GW_PID=$LAST_PID
+    wait_port "$GW_PORT"
+}
+
+mint_tokens() {
+    log "minting tokens"
+    "$BIN" token --config "$GW_CONF" --route bench --scope mcp:tools --ttl 60m >"$WORK/token"
+    "$BIN" token --config "$GW_CONF" --route bench-sse --scope mcp:tools --ttl 60m >"$WORK/token-sse"
+    TOKEN=$(cat "$WORK/token")
+    TOKEN_SSE=$(cat "$WORK/token-sse")
+}
+
+# A request through each target must succeed before any number is taken.
+check_target() {
+    local url=$1 token=$2 expect=$3 out
+    out=$(curl -sS -m 5 -X POST "$url" -H "authorization: Bearer $token" \
+        -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
+        -d "$BODY" -w '\n%{http_code}')
+    [[ "${out##*$'\n'}" == 200 ]] || die "$url answered: $out"
+    [[ "$out" == *"$expect"* ]] || die "$url answered without $expect: $out"
+}
+
+# --- throughput --------------------------------------------------------------------------------
+
+# run_wrk PHASE TARGET ROUND URL CONNS SECONDS [ENV=VALUE...]: one wrk run, one line in results.tsv.
+run_wrk() {
+    local phase=$1 target=$2 round=$3 url=$4 conns=$5 secs=$6
+    shift 6
+    local line
+    line=$(env TOKEN="$TOKEN" "$@" taskset -c "$LOADGEN_CPU" \
+        wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$HERE/wrk.lua" "$url" | grep '^RESULT ') ||
+        die "wrk against $url produced no result"
+    read -r _ reqs dur p50 p99 mean non2xx errs fresh wraps <<<"$line"
+    ((non2xx == 0)) || die "$target: $non2xx non-2xx responses"
+    ((errs == 0)) || log "WARN $target: $errs socket errors"
+    ((wraps == 0)) || log "WARN $target: fresh tokens ran out and were reused ($wraps wraps)"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$target" "$round" "$reqs" "$dur" "$p50" "$p99" "$fresh" >>"$RESULTS"
+    log "$phase $target round $round: $reqs requests in ${secs}s, p50 ${p50}us p99 ${p99}us${fresh:+, fresh tokens $fresh}"
+}
+
+status_kib() {
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+throughput() {
+    local r
+    declare -A url=(
+        [direct]="http://127.0.0.1:$UP_PORT/mcp"
+        [nginx]="http://127.0.0.1:$PX_PORT/mcp"
+        [mcpgate]="http://127.0.0.1:$GW_PORT/bench/mcp"
+        [direct-sse]="http://127.0.0.1:$UP_PORT/sse"
+        [nginx-sse]="http://127.0.0.1:$PX_PORT/sse"
+        [mcpgate-sse]="http://127.0.0.1:$GW_PORT/bench-sse/mcp"
+    )
+    for t in direct nginx mcpgate; do check_target "${url[$t]}" "$TOKEN" '"text":"ok"'; done
+    for t in direct-sse nginx-sse; do check_target "${url[$t]}" "$TOKEN_SSE" 'data: '; done
+    check_target "${url[mcpgate-sse]}" "$TOKEN_SSE" 'data: '
+
+    log "warm-up (2 s per target)"
+    for t in direct nginx mcpgate; do
+        env TOKEN="$TOKEN" taskset -c "$LOADGEN_CPU" wrk -t1 -c"$CONNS" -d2s -s "$HERE/wrk.lua" "${url[$t]}" >/dev/null
+    done
+
+    for r in $(seq 1 "$ROUNDS"); do
+        for t in direct nginx mcpgate; do run_wrk c$CONNS "$t" "$r" "${url[$t]}" "$CONNS" "$DURATION"; done
+    done
+    printf 'rss\tpeak_after_c%s\t%s\t%s\n' "$CONNS" "$(status_kib "$GW_PID" VmHWM)" "$(status_kib "$GW_PID" VmRSS)" >>"$RESULTS"
+
+    for r in $(seq 1 "$ROUNDS"); do
+        for t in direct nginx mcpgate; do run_wrk c1 "$t" "$r" "${url[$t]}" 1 "$LAT_DURATION"; done
+    done
+
+    local saved=$TOKEN
+    TOKEN=$TOKEN_SSE
+    for r in $(seq 1 "$ROUNDS"); do
+        for t in direct-sse nginx-sse mcpgate-sse; do run_wrk sse-c$CONNS "$t" "$r" "${url[$t]}" "$CONNS" "$SSE_DURATION"; done
+    done
+    TOKEN=$saved
+
+    # Cold-token mix: enough never-seen tokens for the fastest plausible rate, split per round so
+    # no round reuses another's (a reused token would be a cache hit).
+    local per_round=$((COLD_RPS_MAX * DURATION / COLD_EVERY))
+    log "minting $((per_round * ROUNDS)) fresh tokens for the cold-cache rounds"
+    "$PYTHON" "$HERE/mint_tokens.py" "$WORK/state/dev-issuer-key.pem" "$TOKEN" $((per_round * ROUNDS)) >"$WORK/tokens-all"
+    split -l "$per_round" -d "$WORK/tokens-all" "$WORK/tokens-round-"
+    check_target "${url[mcpgate]}" "$(sed -n '$p' "$WORK/tokens-all")" '"text":"ok"'
+    for r in $(seq 1 "$ROUNDS"); do
+        run_wrk c$CONNS mcpgate-hot "$r" "${url[mcpgate]}" "$CONNS" "$DURATION"
+        run_wrk c$CONNS mcpgate-cold10 "$r" "${url[mcpgate]}" "$CONNS" "$DURATION" \
+            TOKENS_FILE="$WORK/tokens-round-$(printf '%02d' $((r - 1)))" COLD_EVERY="$COLD_EVERY"
+    done
+    printf 'rss\tpeak_after_cold\t%s\t%s\n' "$(status_kib "$GW_PID" VmHWM)" "$(status_kib "$GW_PID" VmRSS)" >>"$RESULTS"
+}
+
+# --- memory with idle connections ------------------------------------------------------------
+
+idle_memory() {
+    # hyper's header_read_timeout also runs while a keep-alive connection waits for its next
+    # request, so with the default 10s every idle connection is closed after 10 s whatever
+    # idle_timeout says. Measured here: idle connections held open, hence a long header timeout.
+    HEADER_TIMEOUT=600s start_gateway idle
+    local line
+    line=$(ulimit -n 20000 && cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" idle_conns.py \
+        127.0.0.1 "$GW_PORT" /bench/mcp "$WORK/token" "$GW_PID" "$IDLE_CONNS" "$IDLE_HOLD" | grep '^IDLE ') ||
+        die "idle connection client failed (see above)"
+    log "mcpgate: $line"
+    printf 'idle\tmcpgate\t%s\n' "${line#IDLE }" >>"$RESULTS"
+    stop "$GW_PID"
+
+    # The same against the nginx proxy's worker process, for comparison.
+    start_proxy
+    line=$(ulimit -n 20000 && cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" idle_conns.py \
+        127.0.0.1 "$PX_PORT" /mcp "$WORK/token" "$(pgrep -P "$PX_PID" | head -1)" "$IDLE_CONNS" "$IDLE_HOLD" | grep '^IDLE ') ||
+        die "idle connection client failed against nginx (see above)"
+    log "nginx: $line"
+    printf 'idle\tnginx\t%s\n' "${line#IDLE }" >>"$RESULTS"
+    stop "$PX_PID"
+}
+
+# --- instructions per request ------------------------------------------------------------------
+
+# cg_run NAME PID PORT PATH CONNS: zero, COUNT requests, dump; records instructions/request.
+cg_run() {
+    local name=$1 pid=$2 port=$3 path=$4 conns=$5 dump total
+    (cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" cg_client.py 127.0.0.1 "$port" "$path" \
+        "$WORK/token" "$pid" "$CG_WARMUP" "$CG_COUNT" "$conns" >/dev/null)
+    # The dump file is the newest numbered one.
+    dump=$(ls -t "$WORK/cg/$name".*.* | head -1)
+    total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+    [[ -n "$total" ]] || die "no totals in $dump"
+    cp "$dump" "$WORK/cg/$name-c$conns.out"
+    printf 'instr\t%s\t%s\t%s\t%s\n' "$name" "$conns" "$CG_COUNT" "$total" >>"$RESULTS"
+    log "$name c=$conns: $total instructions for $CG_COUNT requests = $((total / CG_COUNT))/request"
+}
+
+instructions() {
+    mkdir -p "$WORK/cg"
+    local cg=(valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$WORK/cg/%q{CGNAME}.%p")
+    local c port
+
+    port=$(free_port)
+    write_proxy_conf "$port" "$UP_PORT" "$WORK/nginx-cg" off
+    start nginx-cg env CGNAME=nginx taskset -c "$SERVER_CPU" "${cg[@]}" \
+        nginx -p "$WORK/nginx-cg" -c "$WORK/nginx-cg/nginx.conf" -g 'daemon off;'
+    local ngx=$LAST_PID
+    wait_port "$port"
+    for c in $CG_CONNS; do cg_run nginx "$ngx" "$port" /mcp "$c"; done
+    stop "$ngx"
+
+    start_gateway cg env CGNAME=mcpgate "${cg[@]}"
+    for c in $CG_CONNS; do cg_run mcpgate "$GW_PID" "$GW_PORT" /bench/mcp "$c"; done
+    stop "$GW_PID"
+
+    # --threshold=100: list every function (the default cuts the list at a cumulative share).
+    local out=$HERE/profiles
+    mkdir -p "$out"
+    annotate() { # annotate FILE LINES [options...]: the first LINES lines of callgrind_annotate
+        local file=$1 lines=$2
+        shift 2
+        callgrind_annotate --threshold=100 "$@" "$file" >"$WORK/annotate.tmp" 2>/dev/null
+        sed -n "1,${lines}p" "$WORK/annotate.tmp"
+    }
+    for c in $CG_CONNS; do
+        annotate "$WORK/cg/mcpgate-c$c.out" 150 >"$out/mcpgate-c$c-self.txt"
+        annotate "$WORK/cg/mcpgate-c$c.out" 150 --inclusive=yes >"$out/mcpgate-c$c-inclusive.txt"
+        annotate "$WORK/cg/mcpgate-c$c.out" 100000 --tree=caller >"$out/mcpgate-c$c-callers.txt"
+        annotate "$WORK/cg/nginx-c$c.out" 100 >"$out/nginx-c$c-self.txt"
+    done
+    log "callgrind profiles written to tests/load/profiles/ (self, inclusive, callers)"
+}
+
+# --- syscalls per request ----------------------------------------------------------------------
+
+# count_syscalls NAME PID PORT PATH: strace -c over CG_COUNT requests on 16 warm connections.
+count_syscalls() {
+    local name=$1 pid=$2 port=$3 path=$4 spid calls
+    (cd "$HERE" && "$PYTHON" cg_client.py 127.0.0.1 "$port" "$path" "$WORK/token" 0 0 "$CG_WARMUP" 16 >/dev/null)
+    strace -f -c -o "$WORK/strace-$name.txt" -p "$pid" 2>/dev/null &
+    spid=$!
+    PIDS+=("$spid")
+    sleep 1
+    (cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" cg_client.py 127.0.0.1 "$port" "$path" \
+        "$WORK/token" 0 0 "$CG_COUNT" 16 >/dev/null)
+    kill -INT "$spid"
+    wait "$spid" 2>/dev/null || true
+    calls=$(awk '$NF == "total" { print $4 }' "$WORK/strace-$name.txt")
+    [[ -n "$calls" ]] || die "no strace summary for $name"
+    mkdir -p "$HERE/profiles"
+    cp "$WORK/strace-$name.txt" "$HERE/profiles/syscalls-$name.txt"
+    printf 'sys\t%s\t%s\t%s\n' "$name" "$CG_COUNT" "$calls" >>"$RESULTS"
+    log "$name: $calls syscalls for $CG_COUNT requests"
+}
+
+syscalls() {
+    command -v strace >/dev/null || { apt-get install -y -qq strace >/dev/null; }
+    start_proxy
+    count_syscalls nginx "$(pgrep -P "$PX_PID" | head -1)" "$PX_PORT" /mcp
+    stop "$PX_PID"
+    start_gateway sys
+    count_syscalls mcpgate "$GW_PID" "$GW_PORT" /bench/mcp
+    stop "$GW_PID"
+}
+
+# --- criterion benches -------------------------------------------------------------------------
+
+benches() {
+    local b
+    for b in auth classify_policy; do
+        log "cargo bench --bench $b"
+        (cd "$ROOT" && cargo bench --locked -q --bench "$b" -- --warm-up-time 1 --measurement-time 3 2>/dev/null) |
+            tee -a "$WORK/benches.txt" | grep -v '^$' || true
+    done
+}
+
+# --- main --------------------------------------------------------------------------------------
+
+main() {
+    case "$MODE" in
+    all | throughput | memory | instructions | benches) ;;
+    *) die "unknown mode $MODE (all|throughput|memory|instructions|benches)" ;;
+    esac
+    if [[ "$MODE" == benches ]]; then
+        benches
+        return
+    fi
+    install_tools
+    build
+    ulimit -n 20000
+    start_upstream
+    start_gateway main
+    mint_tokens
+    if [[ "$MODE" == all || "$MODE" == throughput ]]; then
+        start_proxy
+        throughput
+        stop "$PX_PID"
+    fi
+    stop "$GW_PID"
+    if [[ "$MODE" == all || "$MODE" == memory ]]; then
+        idle_memory
+    fi
+    if [[ "$MODE" == all || "$MODE" == instructions ]]; then
+        instructions
+        syscalls
+    fi
+    "$PYTHON" "$HERE/report.py" "$RESULTS" | tee "$WORK/report.md"
+    cp "$WORK/report.md" "$HERE/last-report.md"
+}
+
+main
