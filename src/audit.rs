@@ -4,19 +4,20 @@
 //! with configured keys redacted.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::config::{Audit as AuditConfig, AuditSink};
 use crate::metrics::Metrics;
 
 /// Events waiting for the writer; when full, new events are dropped and counted rather than
 /// slowing requests or growing memory.
-const QUEUE: usize = 8192;
+const QUEUE: usize = 16_384;
+/// How often queued events reach the sink: the most an audit line lags its request.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default, Serialize)]
 pub struct Event {
@@ -49,7 +50,9 @@ pub struct Event {
 }
 
 pub struct Auditor {
-    tx: mpsc::Sender<Event>,
+    /// Events waiting for the writer thread, which takes the whole batch every `FLUSH_EVERY`:
+    /// a request only pushes under an uncontended lock and never wakes another thread.
+    queue: Arc<Mutex<Vec<Event>>>,
     log_arguments: bool,
     redact_keys: Arc<[String]>,
     metrics: Arc<Metrics>,
@@ -77,10 +80,17 @@ impl Auditor {
                     })?,
             ),
         };
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::task::spawn_blocking(move || write_loop(rx, out));
+        let queue = Arc::new(Mutex::new(Vec::with_capacity(1024)));
+        let writer_queue = queue.clone();
+        std::thread::Builder::new()
+            .name("mcpgate-audit".into())
+            .spawn(move || write_loop(&writer_queue, out))
+            .map_err(|source| AuditError {
+                path: "(audit writer thread)".into(),
+                source,
+            })?;
         Ok(Auditor {
-            tx,
+            queue,
             log_arguments: config.log_arguments,
             redact_keys: config.redact_keys.clone().into(),
             metrics,
@@ -89,7 +99,14 @@ impl Auditor {
 
     pub fn record(&self, mut event: Event) {
         event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        if self.tx.try_send(event).is_err() {
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if queue.len() < QUEUE {
+            queue.push(event);
+        } else {
+            drop(queue);
             self.metrics.audit_dropped();
         }
     }
@@ -113,18 +130,27 @@ impl Auditor {
     }
 }
 
-/// Drains the queue in batches into a buffered writer and flushes once per batch, so a busy
-/// gateway makes one write call per batch of events, not one per event.
-fn write_loop(mut rx: mpsc::Receiver<Event>, out: Box<dyn Write + Send>) {
+/// Writes whatever accumulated every `FLUSH_EVERY`, one buffered write and flush per batch.
+/// Ends once the `Auditor` is gone and the last batch is written.
+fn write_loop(queue: &Arc<Mutex<Vec<Event>>>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut batch = Vec::with_capacity(256);
-    while rx.blocking_recv_many(&mut batch, 256) > 0 {
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        std::thread::sleep(FLUSH_EVERY);
+        let last = Arc::strong_count(queue) == 1;
+        std::mem::swap(
+            &mut batch,
+            &mut *queue.lock().unwrap_or_else(|p| p.into_inner()),
+        );
         for event in batch.drain(..) {
             if serde_json::to_writer(&mut out, &event).is_ok() {
                 let _ = out.write_all(b"\n");
             }
         }
         let _ = out.flush();
+        if last {
+            return;
+        }
     }
 }
 
