@@ -10,7 +10,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::auth::AuthError;
 use crate::auth::bearer::CredentialError;
 use crate::body::{Body, ReadError, full};
-use crate::jsonrpc::{self, ClassifyError};
+use crate::jsonrpc::{self, ClassifyError, RawId};
 use crate::metadata::{self, RouteMetadata};
 use crate::proxy::UpstreamError;
 use crate::route::PathError;
@@ -241,19 +241,18 @@ fn challenge(err: &GatewayError, meta: Option<&RouteMetadata>) -> Option<HeaderV
     }
 }
 
-/// A JSON-RPC error response body: `{"jsonrpc":"2.0","id":…,"error":{…,"data":{"request_id":…}}}`.
+/// A JSON-RPC error response carrying the caller's id (when known) and `data.request_id`.
 pub fn json_rpc_error(
     status: StatusCode,
     rpc_code: i64,
     message: &str,
     ctx: &ErrorContext<'_>,
 ) -> Response<Body> {
-    let id = ctx.jsonrpc_id.unwrap_or("null");
-    let request_id = ctx.request_id.to_str().unwrap_or("");
-    let body = format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{rpc_code},"message":{},"data":{{"request_id":{}}}}}}}"#,
-        serde_json::Value::from(message),
-        serde_json::Value::from(request_id),
+    let body = jsonrpc::jsonrpc_error_body_with_request_id(
+        ctx.jsonrpc_id.and_then(RawId::parse),
+        rpc_code,
+        message,
+        ctx.request_id.to_str().unwrap_or(""),
     );
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;

@@ -428,7 +428,7 @@ pub fn jsonrpc_error_body(id: Option<RawId<'_>>, code: i64, message: &str) -> By
     error_body(id, code, message, None)
 }
 
-/// As [`jsonrpc_error_body`], plus `"data":{"requestId":…}` so a user can quote the gateway's request
+/// As [`jsonrpc_error_body`], plus `"data":{"request_id":…}` so a user can quote the gateway's request
 /// id to an operator.
 pub fn jsonrpc_error_body_with_request_id(
     id: Option<RawId<'_>>,
@@ -448,7 +448,7 @@ fn error_body(id: Option<RawId<'_>>, code: i64, message: &str, request_id: Optio
     out.extend_from_slice(b",\"message\":");
     write_json_string(&mut out, message);
     if let Some(rid) = request_id {
-        out.extend_from_slice(b",\"data\":{\"requestId\":");
+        out.extend_from_slice(b",\"data\":{\"request_id\":");
         write_json_string(&mut out, rid);
         out.push(b'}');
     }
@@ -1330,7 +1330,7 @@ mod tests {
         let b = jsonrpc_error_body_with_request_id(None, HEADER_MISMATCH, "m", "req-1");
         assert_eq!(
             &b[..],
-            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32020,"message":"m","data":{"requestId":"req-1"}}}"#
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32020,"message":"m","data":{"request_id":"req-1"}}}"#
         );
         assert_eq!(ClassifyError::Parse { offset: 0 }.code(), PARSE_ERROR);
         assert_eq!(ClassifyError::DuplicateKey.code(), INVALID_REQUEST);

@@ -620,7 +620,7 @@ fn api_keys(list: &[ApiKeyFile], p: &str, problems: &mut Problems) -> Vec<ApiKey
 /// quote and backslash matter doubly here: scopes are echoed inside WWW-Authenticate.
 fn scopes(list: &[String], p: &str, problems: &mut Problems) -> Vec<String> {
     for (i, s) in list.iter().enumerate() {
-        if !valid_scope(s) {
+        if !crate::policy::is_scope_token(s) {
             problems.push(
                 format!("{p}[{i}]"),
                 format!("{s:?} is not a valid scope token"),
@@ -628,12 +628,6 @@ fn scopes(list: &[String], p: &str, problems: &mut Problems) -> Vec<String> {
         }
     }
     list.to_vec()
-}
-
-pub(super) fn valid_scope(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 fn scope_table(
