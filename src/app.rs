@@ -72,7 +72,7 @@ pub async fn start(path: &Path) -> Result<Running, StartError> {
     let config = Arc::new(config::load(path)?);
     let shared = Arc::new(shared(&config).await?);
     let metrics = shared.metrics.clone();
-    let gw = Gateway::build(config.clone(), shared)?;
+    let gw = Gateway::build(config.clone(), shared.clone())?;
     metrics.reload(true);
     let current = Arc::new(ArcSwap::from_pointee(gw));
     let certs = match &config.server.tls {
@@ -128,6 +128,8 @@ pub async fn start(path: &Path) -> Result<Running, StartError> {
     reloader.clone().spawn_watchers(shutdown.clone());
     let done = tokio::spawn(async move {
         tokio::join!(public_task, admin_task);
+        // The audit trail of the drained requests is written before the process may exit.
+        let _ = tokio::task::spawn_blocking(move || shared.auditor.close()).await;
     });
     Ok(Running {
         public_addr,

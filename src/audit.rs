@@ -4,7 +4,9 @@
 //! with configured keys redacted.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -52,7 +54,9 @@ pub struct Event {
 pub struct Auditor {
     /// Events waiting for the writer thread, which takes the whole batch every `FLUSH_EVERY`:
     /// a request only pushes under an uncontended lock and never wakes another thread.
-    queue: Arc<Mutex<Vec<Event>>>,
+    queue: Arc<Queue>,
+    /// The writer, joined by `close` so that a graceful shutdown loses no event.
+    writer: Mutex<Option<JoinHandle<()>>>,
     log_arguments: bool,
     redact_keys: Arc<[String]>,
     metrics: Arc<Metrics>,
@@ -80,9 +84,9 @@ impl Auditor {
                     })?,
             ),
         };
-        let queue = Arc::new(Mutex::new(Vec::with_capacity(1024)));
+        let queue = Arc::new(Queue::default());
         let writer_queue = queue.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("mcpgate-audit".into())
             .spawn(move || write_loop(&writer_queue, out))
             .map_err(|source| AuditError {
@@ -91,6 +95,7 @@ impl Auditor {
             })?;
         Ok(Auditor {
             queue,
+            writer: Mutex::new(Some(writer)),
             log_arguments: config.log_arguments,
             redact_keys: config.redact_keys.clone().into(),
             metrics,
@@ -99,15 +104,23 @@ impl Auditor {
 
     pub fn record(&self, mut event: Event) {
         event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let mut queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut queue = self.queue.lock();
         if queue.len() < QUEUE {
             queue.push(event);
         } else {
             drop(queue);
             self.metrics.audit_dropped();
+        }
+    }
+
+    /// Writes every event recorded so far and stops the writer; called once the listeners have
+    /// drained. Events recorded afterwards are not written.
+    pub fn close(&self) {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            self.queue.closing.store(true, Ordering::Release);
+            writer.thread().unpark();
+            let _ = writer.join();
         }
     }
 
@@ -130,18 +143,27 @@ impl Auditor {
     }
 }
 
+#[derive(Default)]
+struct Queue {
+    events: Mutex<Vec<Event>>,
+    closing: AtomicBool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Writes whatever accumulated every `FLUSH_EVERY`, one buffered write and flush per batch.
-/// Ends once the `Auditor` is gone and the last batch is written.
-fn write_loop(queue: &Arc<Mutex<Vec<Event>>>, out: Box<dyn Write + Send>) {
+/// Ends once `close` asks (after writing the last batch) or the `Auditor` is gone.
+fn write_loop(queue: &Arc<Queue>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut batch = Vec::with_capacity(1024);
     loop {
-        std::thread::sleep(FLUSH_EVERY);
-        let last = Arc::strong_count(queue) == 1;
-        std::mem::swap(
-            &mut batch,
-            &mut *queue.lock().unwrap_or_else(|p| p.into_inner()),
-        );
+        std::thread::park_timeout(FLUSH_EVERY);
+        let last = queue.closing.load(Ordering::Acquire) || Arc::strong_count(queue) == 1;
+        std::mem::swap(&mut batch, &mut *queue.lock());
         for event in batch.drain(..) {
             if serde_json::to_writer(&mut out, &event).is_ok() {
                 let _ = out.write_all(b"\n");

@@ -1013,6 +1013,26 @@ impl Captured {
 /// Kills the gateway process even when an assertion fails first.
 struct Running(Child);
 
+impl Running {
+    /// SIGTERM, as an orchestrator stops it: the gateway drains and writes its audit trail.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait for mcpgate") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mcpgate did not exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -1148,7 +1168,7 @@ async fn dev_issuer_token_from_the_cli_is_accepted_and_no_token_is_ever_logged()
     assert_eq!(send(url.clone(), Some(format!("Basic {token}"))).await, 400);
     assert_eq!(send(format!("{url}?access_token={token}"), None).await, 400);
     assert_eq!(upstream.requests().len(), 2);
-    drop(running);
+    assert!(running.terminate().success(), "clean exit on SIGTERM");
     for r in readers {
         r.join().unwrap();
     }
