@@ -315,7 +315,12 @@ idle_timeout = "later""#,
         &format!(
             "{}{}[[issuers]]\nid = \"idp\"\nissuer = \"https://auth.example.com\"\nalgorithms = [\"RS256\", \"HS512\"]\n",
             route("a", "/a/../mcp", "ftp://x", ""),
-            route("a", "/b/mcp", "http://127.0.0.1:3001/mcp", r#"issuers = ["idp", "missing"]"#),
+            route(
+                "a",
+                "/b/mcp",
+                "http://127.0.0.1:3001/mcp",
+                "issuers = [\"idp\", \"missing\"]\nca_file = \"ca.pem\""
+            ),
         ),
     )
     .replace(r#"public_url = "https://127.0.0.1:8443""#, r#"public_url = "nope""#);
@@ -327,6 +332,7 @@ idle_timeout = "later""#,
         ("routes[0].path", "\"/a/../mcp\""),
         ("routes[0].upstream", "\"ftp://x\""),
         ("routes[1].id", "\"a\" is used by an earlier route"),
+        ("routes[1].ca_file", "only to an https upstream"),
         ("routes[1].issuers[1]", "\"missing\""),
         ("issuers[0].algorithms[1]", "\"HS512\""),
     ];

@@ -12,8 +12,13 @@ use tokio::sync::Notify;
 
 /// A gateway with one anonymous route `/mcp` in front of `upstream`'s `/mcp`.
 async fn gateway_for(upstream: &UpstreamServer) -> TestGateway {
+    gateway_to(&upstream.url("/mcp")).await
+}
+
+/// A gateway with one anonymous route `/mcp` in front of `upstream_url`.
+async fn gateway_to(upstream_url: &str) -> TestGateway {
     GatewayBuilder::new()
-        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .route(TestRoute::anonymous("r", "/mcp", upstream_url))
         .start()
         .await
 }
@@ -600,14 +605,7 @@ async fn upstream_that_closes_without_answering_gives_502() {
             });
         }
     });
-    let gw = GatewayBuilder::new()
-        .route(TestRoute::anonymous(
-            "r",
-            "/mcp",
-            &format!("http://{addr}/mcp"),
-        ))
-        .start()
-        .await;
+    let gw = gateway_to(&format!("http://{addr}/mcp")).await;
     let resp = gw
         .post_json("/mcp", r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#)
         .await;
@@ -651,4 +649,72 @@ async fn upstream_receives_the_request_id_the_client_sees() {
             "client sent {sent:?}: logs on both sides must correlate"
         );
     }
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_across_requests_and_streams() {
+    let upstream = UpstreamServer::mcp().await;
+    let gw = gateway_for(&upstream).await;
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let notification = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    for (body, status) in [(ping, 200), (notification, 202), (ping, 200)] {
+        let resp = gw.post_json("/mcp", body).await;
+        assert_eq!(resp.status(), status);
+        resp.bytes().await.unwrap();
+    }
+    let stream = gw
+        .client()
+        .get(gw.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(String::from_utf8_lossy(&stream.bytes().await.unwrap()).contains("notifications/ping"));
+    assert_eq!(gw.post_json("/mcp", ping).await.status(), 200);
+    let connections: Vec<usize> = upstream.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(
+        connections, [0; 5],
+        "one upstream connection carried every exchange"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    // Answers one request per connection with a keep-alive response, then closes it shortly
+    // after, as an upstream's own idle timeout does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                let body = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(format!("{head}{body}").as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    let gw = gateway_to(&format!("http://{addr}/mcp")).await;
+    for _ in 0..3 {
+        let resp = gw
+            .post_json("/mcp", r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .await;
+        assert_eq!(resp.status(), 200, "a closed pooled connection is replaced");
+        resp.bytes().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

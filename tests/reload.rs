@@ -772,8 +772,10 @@ async fn a_reload_refused_after_validation_does_not_swap_the_certificate() {
     let addr = gw.running.public_addr;
 
     install(&d, &cert_b);
-    let broken = format!("{}ca_file = \"no-such-ca.pem\"\n", tls_routes(&upstream));
-    gw.rewrite(&config(&d, true, &broken));
+    // Valid on its face (https upstream, a CA file named), refused when the route is built.
+    let broken = "[[routes]]\nid = \"r\"\npath = \"/mcp\"\nupstream = \"https://127.0.0.1:9/mcp\"\n\
+                  allow_anonymous = true\nca_file = \"no-such-ca.pem\"\n";
+    gw.rewrite(&config(&d, true, broken));
     let err = gw
         .reload("reload with a missing ca_file")
         .await

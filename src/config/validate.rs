@@ -380,6 +380,13 @@ fn route(
     let upstream = problems
         .check(&format!("{p}.upstream"), upstream(&r.upstream))
         .unwrap_or(UpstreamTarget::BuiltinDemo);
+    let https = matches!(&upstream, UpstreamTarget::Http(u) if u.scheme() == Some(&http::uri::Scheme::HTTPS));
+    if r.ca_file.is_some() && !https {
+        problems.push(
+            format!("{p}.ca_file"),
+            "applies only to an https upstream".to_string(),
+        );
+    }
     let resource = r
         .resource
         .clone()

@@ -1,5 +1,6 @@
 //! Forwarding to upstream MCP servers: a pooled client per route, header rules, streaming.
 
+mod direct;
 pub mod filter;
 pub mod headers;
 pub mod sse;
@@ -24,11 +25,11 @@ use crate::body::Body;
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream connection failed")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] crate::body::BoxError),
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     #[error("upstream connection reset or protocol error")]
-    Reset(#[source] hyper_util::client::legacy::Error),
+    Reset(#[source] crate::body::BoxError),
 }
 
 impl UpstreamError {
@@ -53,7 +54,7 @@ pub enum SetupError {
 
 /// One upstream: where it is and the pooled keep-alive client that reaches it.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    transport: Transport,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
@@ -75,8 +76,15 @@ impl Upstream {
             .ok_or_else(|| SetupError::NoHost(uri.to_string()))?;
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| SetupError::NoHost(uri.to_string()))?;
+        let transport = if uri.scheme() == Some(&Scheme::HTTPS) {
+            Transport::Tls(Box::new(build_client(connect_timeout, ca_file)?))
+        } else {
+            let port = authority.port_u16().unwrap_or(80);
+            let addr = format!("{}:{port}", authority.host());
+            Transport::Plain(direct::Pool::new(addr, connect_timeout))
+        };
         Ok(Upstream {
-            client: build_client(connect_timeout, ca_file)?,
+            transport,
             scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
             authority,
             host,
@@ -85,7 +93,8 @@ impl Upstream {
         })
     }
 
-    /// The upstream URI for a request whose path below the route is `tail`.
+    /// The upstream URI for a request whose path below the route is `tail`: absolute for the
+    /// pooled client, which picks a connection by it; origin-form for a direct connection.
     fn target(&self, tail: &str, query: Option<&str>) -> Uri {
         let mut pq = String::with_capacity(self.base_path.len() + tail.len() + 1);
         pq.push_str(&self.base_path);
@@ -98,8 +107,10 @@ impl Upstream {
             pq.push_str(q);
         }
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        if let Transport::Tls(_) = self.transport {
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+        }
         parts.path_and_query = PathAndQuery::try_from(pq).ok();
         Uri::from_parts(parts).unwrap_or_default()
     }
@@ -116,24 +127,42 @@ impl Upstream {
         *req.version_mut() = http::Version::HTTP_11;
         req.headers_mut()
             .insert(http::header::HOST, self.host.clone());
-        let response = tokio::time::timeout(self.timeout, self.client.request(req))
-            .await
-            .map_err(|_| UpstreamError::Timeout(self.timeout))?
-            .map_err(|e| {
-                if e.is_connect() {
-                    UpstreamError::Connect(e)
-                } else {
-                    UpstreamError::Reset(e)
-                }
-            })?;
+        let response = match &self.transport {
+            Transport::Plain(pool) => tokio::time::timeout(self.timeout, pool.send(req))
+                .await
+                .map_err(|_| UpstreamError::Timeout(self.timeout))?
+                .map_err(|e| match e {
+                    direct::SendError::Connect(e) => UpstreamError::Connect(e),
+                    direct::SendError::Exchange(e) => UpstreamError::Reset(e),
+                })?,
+            Transport::Tls(client) => {
+                let response = tokio::time::timeout(self.timeout, client.request(req))
+                    .await
+                    .map_err(|_| UpstreamError::Timeout(self.timeout))?
+                    .map_err(|e| {
+                        if e.is_connect() {
+                            UpstreamError::Connect(e.into())
+                        } else {
+                            UpstreamError::Reset(e.into())
+                        }
+                    })?;
+                response.map(|body| {
+                    body.map_err(|e| Box::new(e) as crate::body::BoxError)
+                        .boxed_unsync()
+                })
+            }
+        };
         let (mut parts, body) = response.into_parts();
         headers::prepare_response(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(|e| Box::new(e) as crate::body::BoxError)
-                .boxed_unsync(),
-        ))
+        Ok(Response::from_parts(parts, body))
     }
+}
+
+/// Plain-HTTP upstreams (a sidecar, a cluster service) take the direct path; TLS upstreams use
+/// hyper-util's pooled client, which negotiates HTTP/2 by ALPN where the upstream offers it.
+enum Transport {
+    Plain(Arc<direct::Pool>),
+    Tls(Box<Client<HttpsConnector<HttpConnector>, Body>>),
 }
 
 fn build_client(

@@ -29,6 +29,8 @@ pub struct Recorded {
     pub version: Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Which TCP connection carried it, numbered from 0 in order of acceptance.
+    pub connection: usize,
 }
 
 impl Recorded {
@@ -225,7 +227,7 @@ impl UpstreamServer {
         let behaviour: Behaviour = Arc::new(behaviour);
         let (rec, notify) = (recorded.clone(), arrived.clone());
         tokio::spawn(async move {
-            loop {
+            for connection in 0.. {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
@@ -234,7 +236,10 @@ impl UpstreamServer {
                     let svc = service_fn(move |req| {
                         let (rec, notify, behaviour) =
                             (rec.clone(), notify.clone(), behaviour.clone());
-                        async move { Ok::<_, Infallible>(answer(req, &rec, &notify, &behaviour).await) }
+                        async move {
+                            let seen = record(req, connection).await;
+                            Ok::<_, Infallible>(answer(seen, &rec, &notify, &behaviour).await)
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -284,19 +289,14 @@ impl UpstreamServer {
     }
 }
 
-async fn answer(
-    req: Request<Incoming>,
-    recorded: &Mutex<Vec<Recorded>>,
-    arrived: &Notify,
-    behaviour: &Behaviour,
-) -> Response<Body> {
+async fn record(req: Request<Incoming>, connection: usize) -> Recorded {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let seen = Recorded {
+    Recorded {
         method: parts.method,
         uri: parts
             .uri
@@ -306,7 +306,16 @@ async fn answer(
         version: parts.version,
         headers: parts.headers,
         body,
-    };
+        connection,
+    }
+}
+
+async fn answer(
+    seen: Recorded,
+    recorded: &Mutex<Vec<Recorded>>,
+    arrived: &Notify,
+    behaviour: &Behaviour,
+) -> Response<Body> {
     let reply = behaviour(&seen);
     recorded.lock().expect("lock").push(seen);
     arrived.notify_waiters();
