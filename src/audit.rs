@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use http::HeaderValue;
 use serde_json::Value;
 
 use crate::config::{Audit as AuditConfig, AuditSink};
@@ -21,34 +21,147 @@ const QUEUE: usize = 16_384;
 /// How often queued events reach the sink: the most an audit line lags its request.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
-#[derive(Debug, Default, Serialize)]
+/// One audit line. Shared strings are `Arc`s of the principal's and route's own, so building
+/// an event copies no text.
+#[derive(Debug, Clone)]
 pub struct Event {
-    pub time: String,
-    pub request_id: String,
-    pub route: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_fp: Option<String>,
+    pub time: SystemTime,
+    pub request_id: HeaderValue,
+    pub route: Arc<str>,
+    pub issuer: Option<Arc<str>>,
+    pub subject: Option<Arc<str>>,
+    pub client_id: Option<Arc<str>>,
+    pub token_fp: Option<Arc<str>>,
     pub method: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     pub decision: &'static str,
     pub reason: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     pub required_scopes: Vec<String>,
-    pub granted_scopes: Vec<String>,
+    pub granted_scopes: Arc<[Box<str>]>,
     pub http_status: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
     pub duration_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Value>,
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        Event {
+            time: SystemTime::UNIX_EPOCH,
+            request_id: HeaderValue::from_static(""),
+            route: Arc::from(""),
+            issuer: None,
+            subject: None,
+            client_id: None,
+            token_fp: None,
+            method: String::new(),
+            target: None,
+            decision: "",
+            reason: "",
+            rule: None,
+            required_scopes: Vec::new(),
+            granted_scopes: Arc::from([]),
+            http_status: 0,
+            upstream_status: None,
+            duration_ms: 0.0,
+            arguments: None,
+        }
+    }
+}
+
+impl Event {
+    /// Appends the event as one JSON line. Written by hand rather than derived: serde escapes
+    /// through a per-byte table walk, and every request writes at least one line whose strings
+    /// almost never need escaping (see [`json_str`]).
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        let time = humantime::format_rfc3339_millis(self.time).to_string();
+        out.extend_from_slice(b"{\"time\":");
+        json_str(out, &time);
+        key(out, "request_id");
+        json_str(out, self.request_id.to_str().unwrap_or(""));
+        key(out, "route");
+        json_str(out, &self.route);
+        for (name, value) in [
+            ("issuer", &self.issuer),
+            ("subject", &self.subject),
+            ("client_id", &self.client_id),
+            ("token_fp", &self.token_fp),
+        ] {
+            if let Some(v) = value {
+                key(out, name);
+                json_str(out, v);
+            }
+        }
+        key(out, "method");
+        json_str(out, &self.method);
+        if let Some(target) = &self.target {
+            key(out, "target");
+            json_str(out, target);
+        }
+        key(out, "decision");
+        json_str(out, self.decision);
+        key(out, "reason");
+        json_str(out, self.reason);
+        if let Some(rule) = &self.rule {
+            key(out, "rule");
+            json_str(out, rule);
+        }
+        key(out, "required_scopes");
+        json_strs(out, self.required_scopes.iter().map(String::as_str));
+        key(out, "granted_scopes");
+        json_strs(out, self.granted_scopes.iter().map(|s| &**s));
+        key(out, "http_status");
+        json_value(out, &self.http_status);
+        if let Some(status) = &self.upstream_status {
+            key(out, "upstream_status");
+            json_value(out, status);
+        }
+        key(out, "duration_ms");
+        json_value(out, &self.duration_ms);
+        if let Some(arguments) = &self.arguments {
+            key(out, "arguments");
+            json_value(out, arguments);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+fn key(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// A JSON string. The check for bytes that need escaping has no early exit, so the compiler
+/// turns it into a vector loop; only a string that has such a byte goes through serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let plain = s
+        .bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        json_value(out, s);
+    }
+}
+
+fn json_strs<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, item);
+    }
+    out.push(b']');
+}
+
+fn json_value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing into a Vec cannot fail, and these values (numbers, strings, JSON) always serialise.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 pub struct Auditor {
@@ -103,7 +216,7 @@ impl Auditor {
     }
 
     pub fn record(&self, mut event: Event) {
-        event.time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        event.time = SystemTime::now();
         let mut queue = self.queue.lock();
         if queue.len() < QUEUE {
             queue.push(event);
@@ -157,19 +270,20 @@ impl Queue {
 
 /// Writes whatever accumulated every `FLUSH_EVERY`, one buffered write and flush per batch.
 /// Ends once `close` asks (after writing the last batch) or the `Auditor` is gone.
-fn write_loop(queue: &Arc<Queue>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+fn write_loop(queue: &Arc<Queue>, mut out: Box<dyn Write + Send>) {
     let mut batch = Vec::with_capacity(1024);
+    let mut text = Vec::with_capacity(64 * 1024);
     loop {
         std::thread::park_timeout(FLUSH_EVERY);
         let last = queue.closing.load(Ordering::Acquire) || Arc::strong_count(queue) == 1;
         std::mem::swap(&mut batch, &mut *queue.lock());
+        text.clear();
         for event in batch.drain(..) {
-            if serde_json::to_writer(&mut out, &event).is_ok() {
-                let _ = out.write_all(b"\n");
-            }
+            event.write_line(&mut text);
         }
-        let _ = out.flush();
+        if !text.is_empty() {
+            let _ = out.write_all(&text).and_then(|()| out.flush());
+        }
         if last {
             return;
         }
@@ -201,6 +315,45 @@ pub fn millis(d: Duration) -> f64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_line_is_one_json_object_with_every_string_escaped() {
+        let event = Event {
+            request_id: HeaderValue::from_static("req-1"),
+            route: Arc::from("calendar"),
+            subject: Some(Arc::from("ann \"the admin\" \\ o'neil\n\u{1}é")),
+            method: "tools/call".into(),
+            target: Some("get\tevents".into()),
+            decision: "allow",
+            reason: "allowed",
+            required_scopes: vec!["a:b".into()],
+            granted_scopes: Arc::from([Box::from("a:b"), Box::from("c")]),
+            http_status: 200,
+            upstream_status: Some(201),
+            duration_ms: 1.25,
+            arguments: Some(json!({"k": "v"})),
+            ..Event::default()
+        };
+        let mut out = Vec::new();
+        event.write_line(&mut out);
+        event.write_line(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let v: Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["route"], "calendar");
+        assert_eq!(v["subject"], "ann \"the admin\" \\ o'neil\n\u{1}é");
+        assert_eq!(v["target"], "get\tevents");
+        assert_eq!(v["required_scopes"], json!(["a:b"]));
+        assert_eq!(v["granted_scopes"], json!(["a:b", "c"]));
+        assert_eq!(v["http_status"], 200);
+        assert_eq!(v["upstream_status"], 201);
+        assert_eq!(v["duration_ms"], 1.25);
+        assert_eq!(v["arguments"], json!({"k": "v"}));
+        assert!(v.get("issuer").is_none() && v.get("rule").is_none(), "{v}");
+    }
 
     #[test]
     fn configured_keys_are_redacted_at_any_depth() {

@@ -141,11 +141,11 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, conn: ConnInfo) ->
             "request done"
         )
     });
-    if state.route.is_some() {
+    if let Some(i) = state.route {
         audit(
             &gw.shared.auditor,
             &state,
-            route_id,
+            &gw.config.routes[i].id,
             &method,
             status,
             error.as_ref(),
@@ -487,7 +487,7 @@ fn host_of(parts: &http::request::Parts) -> Option<HeaderValue> {
 fn audit(
     auditor: &Auditor,
     state: &RequestState,
-    route_id: &str,
+    route_id: &Arc<str>,
     method: &Method,
     status: u16,
     error: Option<&GatewayError>,
@@ -495,17 +495,15 @@ fn audit(
 ) {
     let p = state.principal.as_ref();
     let base = || audit::Event {
-        request_id: state.request_id.to_str().unwrap_or("").to_string(),
-        route: route_id.to_string(),
-        issuer: p.map(|p| p.issuer.to_string()),
-        subject: p.map(|p| p.subject.to_string()),
-        client_id: p.and_then(|p| p.client_id.as_ref().map(|c| c.to_string())),
+        request_id: state.request_id.clone(),
+        route: route_id.clone(),
+        issuer: p.map(|p| p.issuer.clone()),
+        subject: p.map(|p| p.subject.clone()),
+        client_id: p.and_then(|p| p.client_id.clone()),
         token_fp: p
             .map(|p| p.token_fingerprint.clone())
             .filter(|f| !f.is_empty()),
-        granted_scopes: p
-            .map(|p| p.scopes.iter().map(|s| s.to_string()).collect())
-            .unwrap_or_default(),
+        granted_scopes: p.map(|p| p.scopes.clone()).unwrap_or_else(|| Arc::from([])),
         http_status: status,
         upstream_status: state.upstream_status,
         duration_ms: audit::millis(started.elapsed()),

@@ -54,7 +54,7 @@ pub(crate) fn principal(key: &ApiKey, fingerprint: String) -> Principal {
         client_id: None,
         scopes: key.scopes.iter().map(|s| Box::from(s.as_str())).collect(),
         expires_at: None,
-        token_fingerprint: fingerprint,
+        token_fingerprint: fingerprint.into(),
     }
 }
 

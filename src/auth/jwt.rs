@@ -298,7 +298,7 @@ fn principal_from(
         client_id: client_id.map(Into::into),
         scopes,
         expires_at: claims.exp.map(unix_time),
-        token_fingerprint: fingerprint.to_owned(),
+        token_fingerprint: Arc::from(fingerprint),
     })
 }
 

@@ -73,7 +73,7 @@ pub struct Principal {
     pub scopes: Arc<[Box<str>]>,
     pub expires_at: Option<SystemTime>,
     /// [`token_fingerprint`] of the credential, safe for logs and audit.
-    pub token_fingerprint: String,
+    pub token_fingerprint: Arc<str>,
 }
 
 impl Principal {
@@ -86,7 +86,7 @@ impl Principal {
             client_id: None,
             scopes: Arc::from([]),
             expires_at: None,
-            token_fingerprint: String::new(),
+            token_fingerprint: Arc::from(""),
         }
     }
 

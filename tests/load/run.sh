@@ -115,7 +115,7 @@ build() {
     log "cargo build --release --locked"
     (cd "$ROOT" && cargo build --release --locked -q)
     # A private copy: another build may replace target/release/mcpgate while we measure.
-    cp "$ROOT/target/release/mcpgate" "$WORK/mcpgate"
+    cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/mcpgate" "$WORK/mcpgate"
     BIN=$WORK/mcpgate
 }
 

@@ -32,7 +32,7 @@ async fn valid_tokens_of_each_algorithm_are_accepted() {
         assert_eq!(&*p.issuer, iss);
         assert_eq!(p.client_id.as_deref(), Some("cli"));
         assert!(p.has_scope("mcp:tools") && p.has_scope("calendar:read"));
-        assert_eq!(p.token_fingerprint, crate::auth::token_fingerprint(&token));
+        assert_eq!(*p.token_fingerprint, crate::auth::token_fingerprint(&token));
         assert!(p.expires_at.is_some());
     }
 }
