@@ -212,7 +212,9 @@ async fn try_handle(
     }
     // 3. Metadata is public: clients read it to learn how to get a token at all.
     if wellknown::is_well_known(&path) {
-        let served = gw.wellknown.respond(&path, req.method(), &gw.auth).await;
+        // Boxed: the metadata paths (which may fetch the issuer's document) stay out of the
+        // request future's inline layout, which every proxied request pays to move.
+        let served = Box::pin(gw.wellknown.respond(&path, req.method(), &gw.auth)).await;
         if let Some(resp) = served {
             return Ok(resp);
         }
@@ -466,9 +468,14 @@ async fn finish_response(
         resp.headers_mut().insert(MCP_SESSION_ID, sealed);
     }
     match grant.list {
-        Some((target, kind)) if resp.status().is_success() => {
-            Ok(filter_response(resp, target, kind, rs.policy.clone(), grant.granted).await)
-        }
+        Some((target, kind)) if resp.status().is_success() => Ok(Box::pin(filter_response(
+            resp,
+            target,
+            kind,
+            rs.policy.clone(),
+            grant.granted,
+        ))
+        .await),
         _ => Ok(resp),
     }
 }

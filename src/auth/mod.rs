@@ -234,7 +234,9 @@ impl Authenticator {
             return self.authenticate_jwt(route, token, digest, fp).await;
         }
         check_charset(token)?;
-        self.authenticate_opaque(route, token, digest, fp).await
+        // Boxed, like the JWT miss path: introspection's HTTP exchange would otherwise be laid
+        // out inline in every request's future, which is moved on each request.
+        Box::pin(self.authenticate_opaque(route, token, digest, fp)).await
     }
 
     /// API keys only (no token paths): for routes or callers that accept nothing else.
@@ -280,7 +282,8 @@ impl Authenticator {
         }
         self.inner.metrics.token_cache_miss();
         check_charset(token)?;
-        let verified = Arc::new(jwt::verify(&self.inner.issuers, route, token, fp).await?);
+        let verified =
+            Arc::new(Box::pin(jwt::verify(&self.inner.issuers, route, token, fp)).await?);
         self.inner.tokens.insert(*digest, verified.clone());
         admit(
             route,

@@ -24,7 +24,9 @@ use tokio::net::TcpStream;
 
 use crate::body::{Body, BoxError};
 
-type Conn = http1::Connection<TokioIo<TcpStream>, Body>;
+/// Boxed once per connection: hyper's connection state is ~700 bytes, and a connection moves
+/// between the pool, the request future and the response body on every exchange.
+type Conn = Box<http1::Connection<TokioIo<TcpStream>, Body>>;
 
 /// How long a connection may sit unused in the pool before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,7 +77,9 @@ impl Pool {
             let (reused, mut sender, mut conn) = match self.checkout().await {
                 Some(idle) => (true, idle.sender, idle.conn),
                 None => {
-                    let (sender, conn) = self.connect().await?;
+                    // Boxed: connecting is the rare path, and its future would otherwise make
+                    // every request's future larger.
+                    let (sender, conn) = Box::pin(self.connect()).await?;
                     (false, sender, conn)
                 }
             };
@@ -105,9 +109,10 @@ impl Pool {
             .map_err(|_| SendError::Connect("connect timed out".into()))?
             .map_err(|e| SendError::Connect(e.into()))?;
         let _ = tcp.set_nodelay(true);
-        http1::handshake(TokioIo::new(tcp))
+        let (sender, conn) = http1::handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| SendError::Connect(e.into()))
+            .map_err(|e| SendError::Connect(e.into()))?;
+        Ok((sender, Box::new(conn)))
     }
 
     /// The most recently used live connection, if any. Each candidate is polled once so that a
