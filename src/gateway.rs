@@ -283,7 +283,7 @@ async fn try_handle(
     prepare_request(
         &mut parts.headers,
         &route.strip_headers,
-        route.identity_headers.names().cloned(),
+        route.identity_headers.names(),
         &fwd,
     );
     add_identity(&mut parts.headers, route, &principal);

@@ -166,7 +166,7 @@ pub struct IdentityHeaders {
 }
 
 impl IdentityHeaders {
-    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> + Clone {
         [&self.subject, &self.client_id, &self.scopes, &self.issuer]
             .into_iter()
             .flatten()
