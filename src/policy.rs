@@ -17,7 +17,9 @@
 //! Scope names are interned at compile time into bit positions, so a request's granted scopes are
 //! mapped once ([`Policy::grant_set`]) and every check is a mask comparison.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 
 use globset::{Candidate, GlobBuilder, GlobMatcher};

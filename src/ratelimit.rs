@@ -17,7 +17,7 @@ struct Bucket {
 }
 
 pub struct RateLimiter {
-    buckets: moka::sync::Cache<String, Arc<Mutex<Bucket>>>,
+    buckets: moka::sync::Cache<String, Arc<Mutex<Bucket>>, foldhash::quality::RandomState>,
 }
 
 impl Default for RateLimiter {
@@ -32,7 +32,7 @@ impl RateLimiter {
             buckets: moka::sync::Cache::builder()
                 .max_capacity(MAX_BUCKETS)
                 .time_to_idle(Duration::from_secs(600))
-                .build(),
+                .build_with_hasher(foldhash::quality::RandomState::default()),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Path normalisation and route lookup: which route (if any) a request path belongs to.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+// foldhash: seeded per process, several times cheaper than SipHash on every request's lookup.
+use foldhash::HashMap;
 
 use crate::config::Route;
 

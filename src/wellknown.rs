@@ -1,7 +1,7 @@
 //! Documents served under `/.well-known/` on the public listener, before authentication:
 //! a client needs them to obtain a token in the first place (RFC 9728 §3, RFC 8414 §3).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};

@@ -24,13 +24,13 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// Key sets of all issuers, keyed by issuer index. An entry expires `max_staleness` after the
 /// last successful load, which is exactly "keep the last keys until they are too old".
-pub(crate) type KeyCache = moka::sync::Cache<usize, Arc<KeySet>>;
+pub(crate) type KeyCache = moka::sync::Cache<usize, Arc<KeySet>, foldhash::quality::RandomState>;
 
 pub(crate) fn key_cache(issuers: usize) -> KeyCache {
     moka::sync::Cache::builder()
         .max_capacity(issuers.max(1) as u64)
         .expire_after(StalenessExpiry)
-        .build()
+        .build_with_hasher(foldhash::quality::RandomState::default())
 }
 
 struct StalenessExpiry;
