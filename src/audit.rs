@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use serde_json::Value;
@@ -74,10 +74,9 @@ impl Event {
     /// Appends the event as one JSON line. Written by hand rather than derived: serde escapes
     /// through a per-byte table walk, and every request writes at least one line whose strings
     /// almost never need escaping (see [`json_str`]).
-    pub fn write_line(&self, out: &mut Vec<u8>) {
-        let time = humantime::format_rfc3339_millis(self.time).to_string();
+    pub fn write_line(&self, out: &mut Vec<u8>, clock: &mut Clock) {
         out.extend_from_slice(b"{\"time\":");
-        json_str(out, &time);
+        clock.write(out, self.time);
         key(out, "request_id");
         json_str(out, self.request_id.to_str().unwrap_or(""));
         key(out, "route");
@@ -124,6 +123,37 @@ impl Event {
             json_value(out, arguments);
         }
         out.extend_from_slice(b"}\n");
+    }
+}
+
+/// RFC 3339 UTC timestamps with milliseconds, as `humantime` writes them. The part up to the
+/// second is formatted once per second rather than for every line.
+#[derive(Default)]
+pub struct Clock {
+    second: Option<u64>,
+    prefix: String,
+}
+
+impl Clock {
+    fn write(&mut self, out: &mut Vec<u8>, time: SystemTime) {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if self.second != Some(since.as_secs()) {
+            self.second = Some(since.as_secs());
+            let whole = UNIX_EPOCH + Duration::from_secs(since.as_secs());
+            self.prefix = humantime::format_rfc3339_seconds(whole).to_string();
+            self.prefix.pop(); // the trailing 'Z', written after the milliseconds
+        }
+        let millis = since.subsec_millis();
+        out.push(b'"');
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+            b'"',
+        ]);
     }
 }
 
@@ -273,13 +303,14 @@ impl Queue {
 fn write_loop(queue: &Arc<Queue>, mut out: Box<dyn Write + Send>) {
     let mut batch = Vec::with_capacity(1024);
     let mut text = Vec::with_capacity(64 * 1024);
+    let mut clock = Clock::default();
     loop {
         std::thread::park_timeout(FLUSH_EVERY);
         let last = queue.closing.load(Ordering::Acquire) || Arc::strong_count(queue) == 1;
         std::mem::swap(&mut batch, &mut *queue.lock());
         text.clear();
         for event in batch.drain(..) {
-            event.write_line(&mut text);
+            event.write_line(&mut text, &mut clock);
         }
         if !text.is_empty() {
             let _ = out.write_all(&text).and_then(|()| out.flush());
@@ -335,8 +366,9 @@ mod tests {
             ..Event::default()
         };
         let mut out = Vec::new();
-        event.write_line(&mut out);
-        event.write_line(&mut out);
+        let mut clock = Clock::default();
+        event.write_line(&mut out, &mut clock);
+        event.write_line(&mut out, &mut clock);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
@@ -353,6 +385,27 @@ mod tests {
         assert_eq!(v["duration_ms"], 1.25);
         assert_eq!(v["arguments"], json!({"k": "v"}));
         assert!(v.get("issuer").is_none() && v.get("rule").is_none(), "{v}");
+    }
+
+    #[test]
+    fn timestamps_match_humantime_across_seconds() {
+        let mut clock = Clock::default();
+        for ms in [
+            0u64,
+            7,
+            999,
+            1_000,
+            1_001,
+            59_999,
+            1_795_000_123_456,
+            1_795_000_123_999,
+        ] {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            let mut out = Vec::new();
+            clock.write(&mut out, t);
+            let expected = format!("\"{}\"", humantime::format_rfc3339_millis(t));
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]

@@ -39,13 +39,46 @@ pub fn mint() -> HeaderValue {
         u32::from_le_bytes(b)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{prefix:08x}-{n:012x}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    // `{prefix:08x}-{n:012x}` without the formatting machinery, which cost ~1.8k instructions
+    // on every request.
+    let mut text = [b'-'; 21];
+    hex_into(&mut text[..8], u64::from(*prefix));
+    hex_into(&mut text[9..], n);
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The low `4 * out.len()` bits of `n` as lowercase hex, zero-padded to fill `out`.
+fn hex_into(out: &mut [u8], mut n: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minted_ids_are_prefix_dash_counter_in_fixed_width_hex() {
+        let (a, b) = (mint(), mint());
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        assert_eq!(a.len(), 21, "{a}");
+        assert_eq!(a[..9], b[..9], "one process prefix");
+        assert!(
+            a.bytes().enumerate().all(|(i, c)| if i == 8 {
+                c == b'-'
+            } else {
+                c.is_ascii_hexdigit() && !c.is_ascii_uppercase()
+            }),
+            "{a}"
+        );
+        let counter = |id: &str| u64::from_str_radix(&id[9..], 16).unwrap();
+        assert!(counter(b) > counter(a));
+        let mut buf = [0u8; 4];
+        hex_into(&mut buf, 0x1_2a3f);
+        assert_eq!(&buf, b"2a3f");
+    }
 
     #[test]
     fn keeps_a_sane_client_id() {
