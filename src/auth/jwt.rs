@@ -67,7 +67,11 @@ struct Claims {
 
 /// A compact JWS has exactly three dot-separated segments (RFC 7515 §7.1).
 pub(crate) fn is_jwt_shaped(token: &str) -> bool {
-    token.bytes().filter(|b| *b == b'.').count() == 2
+    // A sum rather than `filter().count()`, so that it vectorises: it runs over every token.
+    token
+        .bytes()
+        .fold(0usize, |dots, b| dots + usize::from(b == b'.'))
+        == 2
 }
 
 /// Verify signature and claims; the route's audiences are checked by the caller.

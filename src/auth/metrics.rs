@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Handles to the auth metrics. Cloning shares the underlying collectors.
 ///
@@ -13,13 +15,23 @@ pub struct AuthMetrics {
     jwks_fetch: IntCounterVec,
     jwks_keys: IntGaugeVec,
     token_cache: IntCounterVec,
+    /// `token_cache{result="hit"|"miss"}`, resolved once: looked up on every request.
+    cache_hit: IntCounter,
+    cache_miss: IntCounter,
     introspection_duration: HistogramVec,
     introspection_failures: IntCounterVec,
 }
 
 impl AuthMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let token_cache = IntCounterVec::new(
+            Opts::new("mcpgate_token_cache_total", "Verified-token cache lookups"),
+            &["result"],
+        )?;
         let metrics = Self {
+            cache_hit: token_cache.with_label_values(&["hit"]),
+            cache_miss: token_cache.with_label_values(&["miss"]),
+            token_cache,
             jwks_fetch: IntCounterVec::new(
                 Opts::new(
                     "mcpgate_jwks_fetch_total",
@@ -33,10 +45,6 @@ impl AuthMetrics {
                     "Usable signing keys currently held per issuer",
                 ),
                 &["issuer"],
-            )?,
-            token_cache: IntCounterVec::new(
-                Opts::new("mcpgate_token_cache_total", "Verified-token cache lookups"),
-                &["result"],
             )?,
             introspection_duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -75,11 +83,11 @@ impl AuthMetrics {
     }
 
     pub(crate) fn token_cache_hit(&self) {
-        self.token_cache.with_label_values(&["hit"]).inc();
+        self.cache_hit.inc();
     }
 
     pub(crate) fn token_cache_miss(&self) {
-        self.token_cache.with_label_values(&["miss"]).inc();
+        self.cache_miss.inc();
     }
 
     pub(crate) fn introspected(&self, issuer: &str, took: Duration) {
