@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
+use crate::server::RequestBody;
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use crate::body::{Body, full};
 use crate::gateway::Gateway;
 
-pub async fn handle(current: Arc<ArcSwap<Gateway>>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(current: Arc<ArcSwap<Gateway>>, req: Request<RequestBody>) -> Response<Body> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }

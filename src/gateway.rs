@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::server::RequestBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
-use hyper::body::Incoming;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::audit::{self, Auditor};
@@ -79,7 +79,7 @@ struct RequestState {
 }
 
 /// Outer handler: never fails; every error becomes a response here, once.
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+pub async fn handle(gw: Arc<Gateway>, req: Request<RequestBody>, conn: ConnInfo) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
@@ -194,7 +194,7 @@ fn count_error(gw: &Gateway, route_id: &str, err: &GatewayError) {
 /// Inner handler: each step either refuses the request or hands its evidence to the next.
 async fn try_handle(
     gw: &Gateway,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     conn: ConnInfo,
     state: &mut RequestState,
 ) -> Result<Response<Body>, GatewayError> {
@@ -306,7 +306,7 @@ async fn authenticate(
     gw: &Gateway,
     rs: &RouteState,
     route: &Route,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Result<Principal, GatewayError> {
     match bearer::bearer(req.headers(), req.uri())? {
         Some(token) => Ok(gw.auth.authenticate(&rs.auth, token).await?),
@@ -393,7 +393,7 @@ fn authorize_post(
 /// Reads a POST body within the route's limit: the JSON-RPC message decides what is allowed.
 async fn read_body(
     headers: &HeaderMap,
-    body: Incoming,
+    body: RequestBody,
     route: &Route,
 ) -> Result<Bytes, GatewayError> {
     if declared_length(headers).is_some_and(|len| len > route.max_body) {
@@ -408,7 +408,7 @@ async fn read_body(
 /// GET and DELETE carry no JSON-RPC body; whatever they carry streams, within the limit.
 fn streaming_body(
     headers: &HeaderMap,
-    body: Incoming,
+    body: RequestBody,
     route: &Route,
 ) -> Result<Body, GatewayError> {
     use http_body_util::BodyExt;

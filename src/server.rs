@@ -1,6 +1,9 @@
 //! Listeners: accept loop with a connection limit, TLS handshake with a timeout, HTTP/1.1 and
 //! HTTP/2 on one port, header-read and idle timeouts, and graceful drain on shutdown.
 
+mod park;
+
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -10,13 +13,14 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -25,6 +29,8 @@ use tracing::{debug, info, warn};
 
 use crate::body::Body;
 use crate::metrics::Metrics;
+pub use park::RequestBody;
+use park::{Exchange, Park, ParkIo, ResponseBody};
 
 /// Per-connection limits of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -54,14 +60,13 @@ pub async fn serve<H, F>(
     shutdown: CancellationToken,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
     // Fired when the drain timeout passes: connections still open then are dropped.
     let close_now = CancellationToken::new();
-    let builder = http_builder(limits.header_read_timeout);
+    let protocols = Arc::new(Protocols::new(limits.header_read_timeout));
     loop {
         // Waiting for a permit before accepting leaves excess clients in the kernel backlog
         // instead of spending memory on connections we would refuse anyway.
@@ -82,8 +87,8 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let conn = Connection {
-            builder: builder.clone(),
-            watcher: graceful.watcher(),
+            protocols: protocols.clone(),
+            shutdown: shutdown.clone(),
             tls: tls.clone(),
             limits,
             metrics: metrics.clone(),
@@ -97,7 +102,9 @@ pub async fn serve<H, F>(
     }
     drop(listener);
     info!(timeout = ?limits.drain_timeout, "listener closed; draining connections");
-    let drained = graceful.shutdown();
+    // Every open connection holds a permit: all of them back means all connections are closed.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = permits.acquire_many(all);
     tokio::pin!(drained);
     tokio::select! {
         _ = &mut drained => info!("all connections drained"),
@@ -106,32 +113,77 @@ pub async fn serve<H, F>(
             close_now.cancel();
             // Each connection drops its socket as soon as it sees `close_now`; waiting for
             // the drain to complete means none is left open once `serve` returns.
-            drained.await;
+            let _ = drained.await;
         }
     }
 }
 
-fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true)
-        .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .max_header_list_size(64 * 1024)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
+/// hyper's per-protocol settings, shared by every connection of a listener.
+struct Protocols {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(header_read_timeout: Duration) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .keep_alive(true)
+            .max_buf_size(64 * 1024);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(64 * 1024)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Protocols { h1, h2 }
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes either are the HTTP/2 preface or cannot be. `None`: closed at once.
+async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO) -> io::Result<Option<(bool, Bytes)>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut len = 0;
+    while len < buf.len() {
+        let n = io.read(&mut buf[len..]).await?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if buf[..len] != H2_PREFACE[..len] {
+            break;
+        }
+    }
+    if len == 0 {
+        return Ok(None);
+    }
+    Ok(Some((
+        &buf[..] == H2_PREFACE,
+        Bytes::copy_from_slice(&buf[..len]),
+    )))
+}
+
+/// hyper's unread bytes first, then whatever our IO had not handed to it yet.
+/// An empty result holds no allocation: an empty slice of hyper's buffer would pin all of it.
+fn leftover(read_buf: Bytes, prefix: Bytes) -> Bytes {
+    match (read_buf.is_empty(), prefix.is_empty()) {
+        (true, true) => return Bytes::new(),
+        (false, true) => return read_buf,
+        (true, false) => return prefix,
+        (false, false) => {}
+    }
+    let mut joined = BytesMut::with_capacity(read_buf.len() + prefix.len());
+    joined.extend_from_slice(&read_buf);
+    joined.extend_from_slice(&prefix);
+    joined.freeze()
 }
 
 struct Connection {
-    builder: auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    protocols: Arc<Protocols>,
+    shutdown: CancellationToken,
     tls: Option<TlsAcceptor>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
@@ -141,7 +193,7 @@ struct Connection {
 impl Connection {
     async fn run<H, F>(self, stream: TcpStream, peer: SocketAddr, handler: H)
     where
-        H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
         let metrics = self.metrics.clone();
@@ -161,71 +213,252 @@ impl Connection {
     }
 
     /// TLS handshake (when configured), then HTTP until the connection ends.
-    async fn serve_stream<H, F>(self, stream: TcpStream, peer: SocketAddr, handler: H)
+    async fn serve_stream<H, F>(&self, stream: TcpStream, peer: SocketAddr, handler: H)
     where
-        H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
         let info = ConnInfo {
             peer,
             tls: self.tls.is_some(),
         };
-        let activity = Arc::new(Activity::default());
+        let activity = Activity::default();
         activity.touch();
+        let activity = Arc::new(activity);
         let stream = IdleIo {
             inner: stream,
             activity: activity.clone(),
         };
-        match self.tls.clone() {
-            None => self.drive(stream, info, activity, handler).await,
+        match &self.tls {
+            None => self.drive(stream, info, &activity, handler).await,
+            // Boxed: the TLS state would otherwise size every connection's task.
             Some(acceptor) => {
-                match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(tls)) => self.drive(tls, info, activity, handler).await,
-                    Ok(Err(e)) => {
-                        debug!(client.ip = %peer.ip(), error = %e, "TLS handshake failed")
+                Box::pin(self.serve_tls(acceptor, stream, info, &activity, handler)).await
+            }
+        }
+    }
+
+    async fn serve_tls<H, F>(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: IdleIo<TcpStream>,
+        info: ConnInfo,
+        activity: &Activity,
+        handler: H,
+    ) where
+        H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let accept = acceptor.accept(stream);
+        match tokio::time::timeout(self.limits.header_read_timeout, accept).await {
+            Ok(Ok(tls)) => self.drive(Box::new(tls), info, activity, handler).await,
+            Ok(Err(e)) => debug!(client.ip = %info.peer.ip(), error = %e, "TLS handshake failed"),
+            Err(_) => debug!(client.ip = %info.peer.ip(), "TLS handshake timed out"),
+        }
+    }
+
+    /// Picks the protocol from the first bytes, as hyper-util's auto builder does.
+    async fn drive<IO, H, F>(&self, mut io: IO, info: ConnInfo, activity: &Activity, handler: H)
+    where
+        IO: Park,
+        H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        // Nothing was read yet, so the idle timeout counts from the accept, as does this one.
+        let wait = self
+            .limits
+            .header_read_timeout
+            .min(self.limits.idle_timeout);
+        let first = Box::pin(tokio::time::timeout(wait, sniff(&mut io))).await;
+        let (h2, prefix) = match first {
+            Ok(Ok(Some(found))) => found,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => return debug!(client.ip = %info.peer.ip(), error = %e, "read failed"),
+            Err(_) => {
+                return debug!(client.ip = %info.peer.ip(), "no request before header_read_timeout");
+            }
+        };
+        // Boxed like every state a parked HTTP/1 connection is not in.
+        if h2 {
+            Box::pin(self.serve_h2(io, prefix, info, activity, handler)).await
+        } else {
+            self.serve_h1(io, prefix, info, activity, handler).await
+        }
+    }
+
+    async fn serve_h2<IO, H, F>(
+        &self,
+        io: IO,
+        prefix: Bytes,
+        info: ConnInfo,
+        activity: &Activity,
+        handler: H,
+    ) where
+        IO: Park,
+        H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        // No request reports to this exchange, so it never arms: the IO only replays the
+        // sniffed bytes. With the bare response body, the connection future's `Send` check
+        // trips rust-lang/rust#102211; the wrapper avoids it.
+        let exchange = Arc::new(Exchange::default());
+        let responses = exchange.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let fut = handler(req.map(|b| RequestBody::new(b, None)), info);
+            let exchange = responses.clone();
+            async move { Ok::<_, Infallible>(fut.await.map(|b| ResponseBody::new(b, exchange))) }
+        });
+        let io = ParkIo::new(io, prefix, exchange);
+        let mut conn = Box::pin(self.protocols.h2.serve_connection(TokioIo::new(io), svc));
+        let ended = self
+            .until_idle(conn.as_mut(), activity, info, |c| c.graceful_shutdown())
+            .await;
+        if let Some(Err(e)) = ended {
+            debug!(client.ip = %info.peer.ip(), error = %e, "connection ended with an error");
+        }
+    }
+
+    /// One hyper connection per burst of requests; between bursts only the socket is kept.
+    async fn serve_h1<IO, H, F>(
+        &self,
+        mut io: IO,
+        mut prefix: Bytes,
+        info: ConnInfo,
+        activity: &Activity,
+        handler: H,
+    ) where
+        IO: Park,
+        H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        loop {
+            let exchange = Arc::new(Exchange::default());
+            let svc = h1_service(handler.clone(), info, exchange.clone());
+            let park = ParkIo::new(io, prefix, exchange);
+            let mut conn = Box::new(self.protocols.h1.serve_connection(TokioIo::new(park), svc));
+            // Boxed: allocated only while requests flow, so the parked task stays small.
+            let serving = Box::pin(self.until_idle(Pin::new(&mut *conn), activity, info, |c| {
+                c.graceful_shutdown()
+            }));
+            let Some(ended) = serving.await else {
+                return;
+            };
+            let Some((socket, rest)) = reclaim(*conn, ended, info) else {
+                return;
+            };
+            io = socket;
+            prefix = rest;
+            if prefix.is_empty() && !self.park(&mut io, activity, info).await {
+                return;
+            }
+        }
+    }
+
+    /// Polls a hyper connection to its end, asking it to finish gracefully on shutdown.
+    /// `None`: the idle timeout closed it first.
+    async fn until_idle<C: Future>(
+        &self,
+        mut conn: Pin<&mut C>,
+        activity: &Activity,
+        info: ConnInfo,
+        graceful: impl Fn(Pin<&mut C>),
+    ) -> Option<C::Output> {
+        let idle = self.limits.idle_timeout;
+        let mut stopping = false;
+        loop {
+            let wait = idle
+                .saturating_sub(activity.idle_for())
+                .max(Duration::from_millis(100));
+            tokio::select! {
+                ended = conn.as_mut() => return Some(ended),
+                _ = tokio::time::sleep(wait) => {
+                    if activity.idle_for() >= idle {
+                        debug!(client.ip = %info.peer.ip(), "idle timeout; closing connection");
+                        return None;
                     }
-                    Err(_) => debug!(client.ip = %peer.ip(), "TLS handshake timed out"),
+                }
+                _ = self.shutdown.cancelled(), if !stopping => {
+                    graceful(conn.as_mut());
+                    stopping = true;
                 }
             }
         }
     }
 
-    async fn drive<IO, H, F>(self, io: IO, info: ConnInfo, activity: Arc<Activity>, handler: H)
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
-        let svc = service_fn(move |req| {
-            let fut = handler(req, info);
-            async move { Ok::<_, std::convert::Infallible>(fut.await) }
-        });
-        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
-        let conn = self.watcher.watch(conn);
-        tokio::pin!(conn);
+    /// Waits, holding no buffer, for the next request. `false`: close the connection.
+    async fn park<IO: Park>(&self, io: &mut IO, activity: &Activity, info: ConnInfo) -> bool {
         let idle = self.limits.idle_timeout;
         loop {
             let wait = idle
                 .saturating_sub(activity.idle_for())
                 .max(Duration::from_millis(100));
             tokio::select! {
-                result = &mut conn => {
-                    if let Err(e) = result {
-                        debug!(client.ip = %info.peer.ip(), error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
+                ready = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => return ready.is_ok(),
                 _ = tokio::time::sleep(wait) => {
                     if activity.idle_for() >= idle {
                         debug!(client.ip = %info.peer.ip(), "idle timeout; closing connection");
-                        return;
+                        return false;
                     }
+                }
+                _ = self.shutdown.cancelled() => {
+                    let _ = io.shutdown().await;
+                    return false;
                 }
             }
         }
     }
+}
+
+/// The socket and its unread bytes, when hyper stopped only because we reported end-of-file.
+/// A plain function: its locals would otherwise stay in the parked connection's task.
+fn reclaim<IO, S, B>(
+    conn: http1::Connection<TokioIo<ParkIo<IO>>, S>,
+    ended: hyper::Result<()>,
+    info: ConnInfo,
+) -> Option<(IO, Bytes)>
+where
+    IO: Park,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let parts = conn.into_parts();
+    let park = parts.io.into_inner();
+    // After our end-of-file hyper can only fail on a pipelined request cut short, whose bytes
+    // come back in `read_buf`.
+    let reusable = match &ended {
+        Ok(()) => park.parked,
+        Err(e) => park.parked && e.is_incomplete_message(),
+    };
+    if let (false, Err(e)) = (reusable, &ended) {
+        debug!(client.ip = %info.peer.ip(), error = %e, "connection ended with an error");
+    }
+    reusable.then(|| (park.inner, leftover(parts.read_buf, park.prefix)))
+}
+
+/// The handler as hyper's HTTP/1 service, reporting the exchange's progress to the IO.
+fn h1_service<H, F>(
+    handler: H,
+    info: ConnInfo,
+    exchange: Arc<Exchange>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ResponseBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send,
+> + Send
+where
+    H: Fn(Request<RequestBody>, ConnInfo) -> F + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    service_fn(move |req: Request<Incoming>| {
+        exchange.request_started(req.body().is_end_stream());
+        let req = req.map(|b| RequestBody::new(b, Some(exchange.clone())));
+        let fut = handler(req, info);
+        let exchange = exchange.clone();
+        async move { Ok(fut.await.map(|b| ResponseBody::new(b, exchange))) }
+    })
 }
 
 /// Milliseconds since process start of the last byte read or written on a connection.

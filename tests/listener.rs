@@ -368,3 +368,147 @@ async fn sse_streams_event_by_event_over_h2() {
         format!("{first}{}", rest[0])
     );
 }
+
+/// Between requests an HTTP/1 connection is parked without hyper's state; these check that
+/// the next request on it, however it arrives, is served exactly once and in order.
+async fn keep_alive_gateway() -> (UpstreamServer, TestGateway) {
+    let upstream = UpstreamServer::start(Reply::echo).await;
+    let gw = GatewayBuilder::new()
+        .route(
+            TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")).line(r#"max_body = "1KiB""#),
+        )
+        .start()
+        .await;
+    (upstream, gw)
+}
+
+fn ping(id: u32) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)
+}
+
+#[tokio::test]
+async fn keep_alive_connection_serves_requests_after_idle_pauses() {
+    let (_upstream, gw) = keep_alive_gateway().await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    for id in 1..=4 {
+        let req = http1_post("/mcp", &["Content-Type: application/json"], &ping(id));
+        conn.send_text(&req).await;
+        let resp = conn.response().await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json()["id"], id);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut text = http1_get("/mcp", &["Accept: text/event-stream"]);
+    text = text.replace("GET /mcp", "GET /nowhere");
+    conn.send_text(&text).await;
+    assert_eq!(conn.response().await.status, 404);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_even_when_split() {
+    let (_upstream, gw) = keep_alive_gateway().await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    let wire = |id| {
+        http1_post("/mcp", &["Content-Type: application/json"], &ping(id))
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n")
+    };
+    // Three requests in one write, then a fourth cut in the middle of its headers and one
+    // cut in the middle of its body, each completed only after the earlier answers.
+    let mut burst = wire(1) + &wire(2) + &wire(3);
+    let fourth = wire(4);
+    let (head, tail) = fourth.split_at(20);
+    burst.push_str(head);
+    conn.send(burst.as_bytes()).await;
+    for id in 1..=3 {
+        assert_eq!(conn.response().await.json()["id"], id);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.send(tail.as_bytes()).await;
+    assert_eq!(conn.response().await.json()["id"], 4);
+    let fifth = wire(5);
+    let (head, tail) = fifth.split_at(fifth.len() - 5);
+    conn.send(head.as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.send(tail.as_bytes()).await;
+    assert_eq!(conn.response().await.json()["id"], 5);
+}
+
+#[tokio::test]
+async fn unread_body_after_an_early_refusal_is_never_parsed_as_a_request() {
+    let (upstream, gw) = keep_alive_gateway().await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    // 413 from the declared length, before the body is read; the "body" then looks like a
+    // request of its own.
+    let smuggled = http1_post("/mcp", &["Content-Type: application/json"], &ping(9))
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    let padded = format!("{smuggled}{}", " ".repeat(2000 - smuggled.len()));
+    conn.send(b"POST /mcp HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n")
+        .await;
+    assert_eq!(conn.response().await.status, 413);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Writing may fail once the server has closed: either way nothing reaches the upstream.
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.send(padded.as_bytes())).await;
+    assert_eq!(
+        conn.closed_within(Duration::from_secs(2)).await,
+        Closed::Yes
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn connection_close_and_http10_still_close_after_the_response() {
+    let (_upstream, gw) = keep_alive_gateway().await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    conn.send_text(&http1_post(
+        "/mcp",
+        &["Content-Type: application/json", "Connection: close"],
+        &ping(1),
+    ))
+    .await;
+    assert_eq!(conn.response().await.status, 200);
+    assert_eq!(
+        conn.closed_within(Duration::from_secs(2)).await,
+        Closed::Yes
+    );
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    conn.send_text(
+        &http1_post("/mcp", &["Content-Type: application/json"], &ping(2))
+            .replace("HTTP/1.1", "HTTP/1.0"),
+    )
+    .await;
+    assert_eq!(conn.response().await.status, 200);
+    assert_eq!(
+        conn.closed_within(Duration::from_secs(2)).await,
+        Closed::Yes
+    );
+}
+
+#[tokio::test]
+async fn header_read_timeout_applies_to_later_requests_on_a_kept_connection() {
+    let upstream = UpstreamServer::start(Reply::echo).await;
+    let gw = GatewayBuilder::new()
+        .server(r#"header_read_timeout = "1s""#)
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start()
+        .await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    conn.send_text(&http1_post(
+        "/mcp",
+        &["Content-Type: application/json"],
+        &ping(1),
+    ))
+    .await;
+    assert_eq!(conn.response().await.status, 200);
+    // Idle longer than the header timeout: only idle_timeout (default 120 s) governs that.
+    assert_eq!(
+        conn.closed_within(Duration::from_millis(1500)).await,
+        Closed::No
+    );
+    conn.send(b"POST /mcp HTT").await;
+    assert_eq!(
+        conn.closed_within(Duration::from_secs(5)).await,
+        Closed::Yes
+    );
+}
