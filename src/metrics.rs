@@ -17,6 +17,7 @@ pub struct Metrics {
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
     open_connections: IntGauge,
+    parked_connections: IntGauge,
     auth: IntCounterVec,
     jsonrpc: IntCounterVec,
     tool_calls: IntCounterVec,
@@ -61,6 +62,14 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(open_connections.clone()))
+            .expect("unique metric");
+        let parked_connections = IntGauge::new(
+            "mcpgate_parked_connections",
+            "Open HTTP/1 connections idle between requests, holding no per-request state.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(parked_connections.clone()))
             .expect("unique metric");
         let build = IntGaugeVec::new(
             Opts::new("mcpgate_build_info", "Build information; always 1."),
@@ -139,6 +148,7 @@ impl Metrics {
             registry,
             duration,
             open_connections,
+            parked_connections,
             last_reload,
             sessions,
             audit_dropped,
@@ -175,6 +185,18 @@ impl Metrics {
 
     pub fn connection_closed(&self) {
         self.open_connections.dec();
+    }
+
+    /// Counts a parked connection for as long as the returned guard lives.
+    pub fn parked(&self) -> impl Drop + '_ {
+        struct Parked<'a>(&'a IntGauge);
+        impl Drop for Parked<'_> {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        self.parked_connections.inc();
+        Parked(&self.parked_connections)
     }
 
     pub fn auth(&self, route: &str, result: &str, reason: &str) {

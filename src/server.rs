@@ -143,6 +143,9 @@ impl Protocols {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// See [`Connection::park_after`].
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
 /// Reads until the bytes either are the HTTP/2 preface or cannot be. `None`: closed at once.
 async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO) -> io::Result<Option<(bool, Bytes)>> {
     let mut buf = [0u8; H2_PREFACE.len()];
@@ -311,7 +314,9 @@ impl Connection {
         let io = ParkIo::new(io, prefix, exchange);
         let mut conn = Box::pin(self.protocols.h2.serve_connection(TokioIo::new(io), svc));
         let ended = self
-            .until_idle(conn.as_mut(), activity, info, |c| c.graceful_shutdown())
+            .until_idle(conn.as_mut(), activity, info, None, |c| {
+                c.graceful_shutdown()
+            })
             .await;
         if let Some(Err(e)) = ended {
             debug!(client.ip = %info.peer.ip(), error = %e, "connection ended with an error");
@@ -334,12 +339,16 @@ impl Connection {
         loop {
             let exchange = Arc::new(Exchange::default());
             let svc = h1_service(handler.clone(), info, exchange.clone());
-            let park = ParkIo::new(io, prefix, exchange);
+            let park = ParkIo::new(io, prefix, exchange.clone());
             let mut conn = Box::new(self.protocols.h1.serve_connection(TokioIo::new(park), svc));
             // Boxed: allocated only while requests flow, so the parked task stays small.
-            let serving = Box::pin(self.until_idle(Pin::new(&mut *conn), activity, info, |c| {
-                c.graceful_shutdown()
-            }));
+            let serving = Box::pin(self.until_idle(
+                Pin::new(&mut *conn),
+                activity,
+                info,
+                Some(&exchange),
+                |c| c.graceful_shutdown(),
+            ));
             let Some(ended) = serving.await else {
                 return;
             };
@@ -348,33 +357,49 @@ impl Connection {
             };
             io = socket;
             prefix = rest;
-            if prefix.is_empty() && !self.park(&mut io, activity, info).await {
-                return;
+            if prefix.is_empty() {
+                let _parked = self.metrics.as_deref().map(Metrics::parked);
+                if !self.park(&mut io, activity, info).await {
+                    return;
+                }
             }
         }
     }
 
     /// Polls a hyper connection to its end, asking it to finish gracefully on shutdown.
-    /// `None`: the idle timeout closed it first.
+    /// `None`: the idle timeout closed it first. With an `exchange` (HTTP/1), the connection
+    /// may park once it has been quiet for `park_after`.
     async fn until_idle<C: Future>(
         &self,
         mut conn: Pin<&mut C>,
         activity: &Activity,
         info: ConnInfo,
+        exchange: Option<&Exchange>,
         graceful: impl Fn(Pin<&mut C>),
     ) -> Option<C::Output> {
         let idle = self.limits.idle_timeout;
+        let park_after = self.park_after();
         let mut stopping = false;
         loop {
-            let wait = idle
-                .saturating_sub(activity.idle_for())
-                .max(Duration::from_millis(100));
+            let quiet = activity.idle_for();
+            let mut wait = idle.saturating_sub(quiet);
+            // Once allowed, parking waits for the exchange to end (an SSE stream may stay open
+            // and quiet for long): no timer until the idle timeout.
+            if exchange.is_some_and(|e| !e.quiet()) {
+                wait = wait.min(park_after.saturating_sub(quiet));
+            }
+            let wait = wait.max(Duration::from_millis(100));
             tokio::select! {
                 ended = conn.as_mut() => return Some(ended),
                 _ = tokio::time::sleep(wait) => {
-                    if activity.idle_for() >= idle {
+                    let quiet = activity.idle_for();
+                    if quiet >= idle {
                         debug!(client.ip = %info.peer.ip(), "idle timeout; closing connection");
                         return None;
+                    }
+                    // The next poll of `conn` makes hyper read, where the IO reports the end.
+                    if let Some(exchange) = exchange.filter(|_| quiet >= park_after) {
+                        exchange.allow_park();
                     }
                 }
                 _ = self.shutdown.cancelled(), if !stopping => {
@@ -383,6 +408,14 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// How long an HTTP/1 connection stays quiet before its hyper state is released: short
+    /// enough that idle connections give memory back at once, long enough that a client sending
+    /// request after request keeps its connection. Below the header timeout, which hyper would
+    /// otherwise apply to the wait.
+    fn park_after(&self) -> Duration {
+        PARK_AFTER.min(self.limits.header_read_timeout / 2)
     }
 
     /// Waits, holding no buffer, for the next request. `false`: close the connection.

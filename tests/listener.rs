@@ -370,10 +370,13 @@ async fn sse_streams_event_by_event_over_h2() {
 }
 
 /// Between requests an HTTP/1 connection is parked without hyper's state; these check that
-/// the next request on it, however it arrives, is served exactly once and in order.
+/// the next request on it, however it arrives, is served exactly once and in order. A 400 ms
+/// header timeout makes connections park after 200 ms quiet (`PARK_AFTER` is capped at half
+/// of it), so the pauses below park them.
 async fn keep_alive_gateway() -> (UpstreamServer, TestGateway) {
     let upstream = UpstreamServer::start(Reply::echo).await;
     let gw = GatewayBuilder::new()
+        .server(r#"header_read_timeout = "400ms""#)
         .route(
             TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")).line(r#"max_body = "1KiB""#),
         )
@@ -396,7 +399,7 @@ async fn keep_alive_connection_serves_requests_after_idle_pauses() {
         let resp = conn.response().await;
         assert_eq!(resp.status, 200);
         assert_eq!(resp.json()["id"], id);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(350)).await;
     }
     let mut text = http1_get("/mcp", &["Accept: text/event-stream"]);
     text = text.replace("GET /mcp", "GET /nowhere");
@@ -423,13 +426,13 @@ async fn pipelined_requests_are_answered_in_order_even_when_split() {
     for id in 1..=3 {
         assert_eq!(conn.response().await.json()["id"], id);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
     conn.send(tail.as_bytes()).await;
     assert_eq!(conn.response().await.json()["id"], 4);
     let fifth = wire(5);
     let (head, tail) = fifth.split_at(fifth.len() - 5);
     conn.send(head.as_bytes()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
     conn.send(tail.as_bytes()).await;
     assert_eq!(conn.response().await.json()["id"], 5);
 }
@@ -511,4 +514,26 @@ async fn header_read_timeout_applies_to_later_requests_on_a_kept_connection() {
         conn.closed_within(Duration::from_secs(5)).await,
         Closed::Yes
     );
+}
+
+#[tokio::test]
+async fn a_quiet_http1_connection_is_parked_and_serves_the_next_request() {
+    let (upstream, gw) = keep_alive_gateway().await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    for id in 1..=2 {
+        let req = http1_post("/mcp", &["Content-Type: application/json"], &ping(id));
+        conn.send_text(&req).await;
+        assert_eq!(conn.response().await.json()["id"], id);
+        let parked = async {
+            while gw.metrics().await.count("mcpgate_parked_connections", &[]) != 1.0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), parked)
+            .await
+            .expect("the connection parks once quiet");
+    }
+    assert_eq!(upstream.requests().len(), 2);
+    let m = gw.metrics().await;
+    assert_eq!(m.count("mcpgate_open_connections", &[]), 1.0, "{}", m.0);
 }
