@@ -144,7 +144,7 @@ impl Protocols {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// See [`Connection::park_after`].
-const PARK_AFTER: Duration = Duration::from_secs(1);
+const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// Reads until the bytes either are the HTTP/2 preface or cannot be. `None`: closed at once.
 async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO) -> io::Result<Option<(bool, Bytes)>> {

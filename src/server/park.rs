@@ -7,9 +7,10 @@
 //! closes its side cleanly, and the socket is taken back and parked until it is readable again.
 //! A fresh hyper connection then serves the next request.
 //!
-//! A connection parks only after it has been quiet for a moment ([`Exchange::allow_park`]):
-//! a client sending request after request keeps its hyper connection, so a busy connection pays
-//! nothing per request for this, and an idle one gives its memory back within a second.
+//! A connection parks only after it has been quiet for a moment (250 ms, see
+//! [`Exchange::allow_park`]): a client sending request after request keeps its hyper connection,
+//! so a busy connection pays nothing per request for this, and an idle one soon gives its memory
+//! back.
 
 use std::io;
 use std::pin::Pin;
