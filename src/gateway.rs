@@ -55,6 +55,8 @@ pub(crate) struct RouteState {
     pub policy: Arc<Policy>,
     pub metadata: RouteMetadata,
     pub metrics: crate::metrics::RouteHandles,
+    /// Request headers never forwarded on this route.
+    pub strip: crate::proxy::headers::StripSet,
 }
 
 impl Gateway {
@@ -280,12 +282,7 @@ async fn try_handle(
         proto: if conn.tls { "https" } else { "http" },
         host: host.as_ref(),
     };
-    prepare_request(
-        &mut parts.headers,
-        &route.strip_headers,
-        route.identity_headers.names(),
-        &fwd,
-    );
+    prepare_request(&mut parts.headers, &rs.strip, &fwd);
     add_identity(&mut parts.headers, route, &principal);
     // The upstream logs the same id the client and our logs see; a client's unsafe id never passes.
     parts

@@ -124,6 +124,10 @@ fn route_state(
         policy: Arc::new(policy),
         metadata,
         metrics: shared.metrics.route_handles(&route.id),
+        strip: crate::proxy::headers::request_strip_set(
+            &route.strip_headers,
+            route.identity_headers.names(),
+        ),
     })
 }
 

@@ -228,10 +228,13 @@ impl Authenticator {
         {
             return Ok(api_key::principal(key, fp.to_owned()));
         }
-        // The character check runs only for tokens not already verified: a cached entry was
-        // checked when it was verified, and a cache hit means the same bytes.
+        // A token verified before skips the shape and character checks: the digest means the
+        // same bytes, and they passed every check when they were verified.
+        if let Some(admitted) = self.cached_jwt(route, digest) {
+            return admitted;
+        }
         if jwt::is_jwt_shaped(token) {
-            return self.authenticate_jwt(route, token, digest, fp).await;
+            return self.verify_jwt(route, token, digest, fp).await;
         }
         check_charset(token)?;
         // Boxed, like the JWT miss path: introspection's HTTP exchange would otherwise be laid
@@ -261,25 +264,33 @@ impl Authenticator {
             .await
     }
 
-    async fn authenticate_jwt(
+    /// The verified-token cache: `None` when the token is not there or no longer trusted.
+    fn cached_jwt(
+        &self,
+        route: &RouteAuth,
+        digest: &[u8; 32],
+    ) -> Option<Result<Principal, AuthError>> {
+        let hit = self.inner.tokens.get(digest)?;
+        if !self.still_trusted(&hit) {
+            return None;
+        }
+        self.inner.metrics.token_cache_hit();
+        Some(admit(
+            route,
+            &hit.principal,
+            hit.issuer_idx,
+            &hit.audiences,
+            &self.inner.issuers,
+        ))
+    }
+
+    async fn verify_jwt(
         &self,
         route: &RouteAuth,
         token: &str,
         digest: &[u8; 32],
         fp: &str,
     ) -> Result<Principal, AuthError> {
-        if let Some(hit) = self.inner.tokens.get(digest)
-            && self.still_trusted(&hit)
-        {
-            self.inner.metrics.token_cache_hit();
-            return admit(
-                route,
-                &hit.principal,
-                hit.issuer_idx,
-                &hit.audiences,
-                &self.inner.issuers,
-            );
-        }
         self.inner.metrics.token_cache_miss();
         check_charset(token)?;
         let verified =

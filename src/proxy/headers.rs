@@ -1,6 +1,7 @@
 //! Header rules for forwarding: what never crosses the gateway, and what it adds.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -35,18 +36,40 @@ pub static FORWARDING: [HeaderName; 5] = [
     HeaderName::from_static("x-real-ip"),
 ];
 
-/// Removes hop-by-hop headers, including any named in `Connection` (RFC 9110 §7.6.1).
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    remove_where(headers, |_| false);
+/// Header names a message loses at the gateway, besides those its `Connection` header lists.
+pub type StripSet = foldhash::HashSet<HeaderName>;
+
+/// What a request loses before it is forwarded, built once per route: hop-by-hop, caller
+/// credentials, client-sent forwarding headers, `Host`, the route's `strip_headers` and the
+/// identity headers the gateway itself writes.
+pub fn request_strip_set<'a>(
+    strip: &'a [HeaderName],
+    identity: impl Iterator<Item = &'a HeaderName>,
+) -> StripSet {
+    HOP_BY_HOP
+        .iter()
+        .chain(&CALLER_CREDENTIALS)
+        .chain(&FORWARDING)
+        .chain([&header::HOST])
+        .chain(strip)
+        .chain(identity)
+        .cloned()
+        .collect()
 }
 
-/// Removes hop-by-hop headers and those `also` selects. The map's distinct names are scanned
-/// once and only the names present are removed: a request usually carries two of the twenty
-/// or so names dropped here, so this costs a few comparisons instead of twenty hash lookups.
-fn remove_where(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+/// Removes hop-by-hop headers, including any named in `Connection` (RFC 9110 §7.6.1).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    static HOP_SET: LazyLock<StripSet> = LazyLock::new(|| HOP_BY_HOP.iter().cloned().collect());
+    remove_listed(headers, &HOP_SET);
+}
+
+/// Removes the names in `set` and those listed in `Connection`. The map's distinct names are
+/// looked up once each and only those present are removed: a request usually carries two of
+/// the twenty or so names dropped here.
+fn remove_listed(headers: &mut HeaderMap, set: &StripSet) {
     let mut doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| HOP_BY_HOP.contains(name) || also(name))
+        .filter(|name| set.contains(*name))
         .cloned()
         .collect();
     if doomed.contains(&header::CONNECTION) {
@@ -73,19 +96,8 @@ pub struct ForwardedFor<'a> {
 
 /// Prepares request headers for the upstream: drops connection-level, credential, forwarding,
 /// identity and route-listed headers, then writes the gateway's own forwarding headers.
-pub fn prepare_request<'a>(
-    headers: &mut HeaderMap,
-    strip: &[HeaderName],
-    identity: impl Iterator<Item = &'a HeaderName> + Clone,
-    fwd: &ForwardedFor<'_>,
-) {
-    remove_where(headers, |name| {
-        name == header::HOST
-            || CALLER_CREDENTIALS.contains(name)
-            || FORWARDING.contains(name)
-            || strip.contains(name)
-            || identity.clone().any(|i| i == name)
-    });
+pub fn prepare_request(headers: &mut HeaderMap, strip: &StripSet, fwd: &ForwardedFor<'_>) {
+    remove_listed(headers, strip);
     if let Some(ip) = ip_value(fwd.client_ip) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
     }
@@ -180,12 +192,8 @@ mod tests {
             host: Some(&host),
         };
         let identity = [HeaderName::from_static("x-mcp-subject")];
-        prepare_request(
-            &mut h,
-            &[HeaderName::from_static("x-internal")],
-            identity.iter(),
-            &fwd,
-        );
+        let strip = request_strip_set(&[HeaderName::from_static("x-internal")], identity.iter());
+        prepare_request(&mut h, &strip, &fwd);
         for gone in [
             "authorization",
             "cookie",
