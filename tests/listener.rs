@@ -370,13 +370,11 @@ async fn sse_streams_event_by_event_over_h2() {
 }
 
 /// Between requests an HTTP/1 connection is parked without hyper's state; these check that
-/// the next request on it, however it arrives, is served exactly once and in order. A 400 ms
-/// header timeout makes connections park after 200 ms quiet (`PARK_AFTER` is capped at half
-/// of it), so the pauses below park them.
+/// the next request on it, however it arrives, is served exactly once and in order.
+/// Connections park after 250 ms quiet, so the pauses below (`PAUSE`) park them.
 async fn keep_alive_gateway() -> (UpstreamServer, TestGateway) {
     let upstream = UpstreamServer::start(Reply::echo).await;
     let gw = GatewayBuilder::new()
-        .server(r#"header_read_timeout = "400ms""#)
         .route(
             TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")).line(r#"max_body = "1KiB""#),
         )
@@ -384,6 +382,9 @@ async fn keep_alive_gateway() -> (UpstreamServer, TestGateway) {
         .await;
     (upstream, gw)
 }
+
+/// Longer than the 250 ms after which a quiet connection parks, with room for a slow machine.
+const PAUSE: Duration = Duration::from_millis(600);
 
 fn ping(id: u32) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)
@@ -399,7 +400,7 @@ async fn keep_alive_connection_serves_requests_after_idle_pauses() {
         let resp = conn.response().await;
         assert_eq!(resp.status, 200);
         assert_eq!(resp.json()["id"], id);
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        tokio::time::sleep(PAUSE).await;
     }
     let mut text = http1_get("/mcp", &["Accept: text/event-stream"]);
     text = text.replace("GET /mcp", "GET /nowhere");
@@ -426,13 +427,13 @@ async fn pipelined_requests_are_answered_in_order_even_when_split() {
     for id in 1..=3 {
         assert_eq!(conn.response().await.json()["id"], id);
     }
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(PAUSE).await;
     conn.send(tail.as_bytes()).await;
     assert_eq!(conn.response().await.json()["id"], 4);
     let fifth = wire(5);
     let (head, tail) = fifth.split_at(fifth.len() - 5);
     conn.send(head.as_bytes()).await;
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(PAUSE).await;
     conn.send(tail.as_bytes()).await;
     assert_eq!(conn.response().await.json()["id"], 5);
 }
