@@ -1,4 +1,5 @@
-//! Hot-path costs: classifying typical MCP bodies, authorizing them, and filtering a tools/list SSE stream.
+//! Hot-path costs: classifying typical MCP bodies, authorizing them, filtering a tools/list SSE
+//! stream, and building the challenges of refused calls.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -99,5 +100,22 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The 401 challenges without an error are precomputed per route; the step-up ones name the
+/// scopes of the refused call, so they are built per refusal.
+fn challenges(c: &mut Criterion) {
+    let url = "https://mcp.example.com/.well-known/oauth-protected-resource/calendar/mcp";
+    c.bench_function("challenge/insufficient_scope_403", |b| {
+        b.iter(|| {
+            mcpgate::metadata::insufficient_scope(
+                black_box(url),
+                black_box("mcp:tools calendar:admin"),
+            )
+        })
+    });
+    c.bench_function("challenge/sign_in_required_401", |b| {
+        b.iter(|| mcpgate::metadata::sign_in_required(black_box(url), black_box("calendar:read")))
+    });
+}
+
+criterion_group!(benches, bench, challenges);
 criterion_main!(benches);

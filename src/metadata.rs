@@ -89,15 +89,27 @@ pub fn sign_in_required(metadata_url: &str, scopes: &str) -> HeaderValue {
 }
 
 fn challenge(error: Option<(&str, &str)>, metadata_url: &str, scopes: &str) -> String {
-    let mut out = String::from("Bearer ");
+    // One allocation, sized up front: step-up challenges are built on every refused call.
+    let mut out = String::with_capacity(160 + metadata_url.len() + scopes.len());
+    out.push_str("Bearer ");
     if let Some((code, description)) = error {
-        out.push_str(&format!(
-            "error=\"{code}\", error_description=\"{description}\", "
-        ));
+        for part in [
+            "error=\"",
+            code,
+            "\", error_description=\"",
+            description,
+            "\", ",
+        ] {
+            out.push_str(part);
+        }
     }
-    out.push_str(&format!("resource_metadata=\"{metadata_url}\""));
+    for part in ["resource_metadata=\"", metadata_url, "\""] {
+        out.push_str(part);
+    }
     if !scopes.is_empty() {
-        out.push_str(&format!(", scope=\"{scopes}\""));
+        for part in [", scope=\"", scopes, "\""] {
+            out.push_str(part);
+        }
     }
     out
 }
