@@ -413,9 +413,11 @@ async fn pipelined_requests_are_answered_in_order_even_when_split() {
     let (_upstream, gw) = keep_alive_gateway().await;
     let mut conn = RawConn::connect(gw.public_addr).await;
     let wire = |id| {
-        http1_post("/mcp", &["Content-Type: application/json"], &ping(id))
-            .replace("\r\n", "\n")
-            .replace('\n', "\r\n")
+        to_wire(&http1_post(
+            "/mcp",
+            &["Content-Type: application/json"],
+            &ping(id),
+        ))
     };
     // Three requests in one write, then a fourth cut in the middle of its headers and one
     // cut in the middle of its body, each completed only after the earlier answers.
@@ -444,9 +446,11 @@ async fn unread_body_after_an_early_refusal_is_never_parsed_as_a_request() {
     let mut conn = RawConn::connect(gw.public_addr).await;
     // 413 from the declared length, before the body is read; the "body" then looks like a
     // request of its own.
-    let smuggled = http1_post("/mcp", &["Content-Type: application/json"], &ping(9))
-        .replace("\r\n", "\n")
-        .replace('\n', "\r\n");
+    let smuggled = to_wire(&http1_post(
+        "/mcp",
+        &["Content-Type: application/json"],
+        &ping(9),
+    ));
     let padded = format!("{smuggled}{}", " ".repeat(2000 - smuggled.len()));
     conn.send(b"POST /mcp HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n")
         .await;

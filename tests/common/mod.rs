@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use gateway::{GatewayBuilder, MetricsText, PUBLIC_URL, TestGateway, TestRoute, key_hash};
-pub use raw::{Closed, RawConn, RawResponse};
+pub use raw::{Closed, RawConn, RawResponse, to_wire};
 pub use tls::{HttpVersion, KeyKind, TestCa, TestCert, plain_client};
 pub use upstream::{Gate, Recorded, Reply, UpstreamServer, sse_event, upstream_down};
 

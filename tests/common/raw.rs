@@ -67,8 +67,7 @@ impl RawConn {
 
     /// Sends `request` with `\n` line endings turned into CRLF.
     pub async fn send_text(&mut self, request: &str) {
-        let wire = request.replace("\r\n", "\n").replace('\n', "\r\n");
-        self.send(wire.as_bytes()).await;
+        self.send(to_wire(request).as_bytes()).await;
     }
 
     /// Reads one response (Content-Length or chunked; else until EOF), failing after `wait`.
@@ -181,4 +180,9 @@ pub async fn request(addr: SocketAddr, request: &str) -> RawResponse {
     let mut conn = RawConn::connect(addr).await;
     conn.send_text(request).await;
     conn.response().await
+}
+
+/// A request written with `\n` or `\r\n` line ends, as it goes on the wire (CRLF only).
+pub fn to_wire(request: &str) -> String {
+    request.replace("\r\n", "\n").replace('\n', "\r\n")
 }
