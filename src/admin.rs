@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::server::RequestBody;
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 use crate::body::{Body, full};
 use crate::gateway::Gateway;
+use crate::server::RequestBody;
 
 pub async fn handle(current: Arc<ArcSwap<Gateway>>, req: Request<RequestBody>) -> Response<Body> {
     if req.method() != Method::GET {

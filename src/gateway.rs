@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::server::RequestBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use tracing::{Instrument, info, info_span, warn};
@@ -28,7 +27,7 @@ use crate::proxy::filter::filter_response;
 use crate::proxy::headers::{ForwardedFor, prepare_request};
 use crate::request_id;
 use crate::route::{self, Router};
-use crate::server::ConnInfo;
+use crate::server::{ConnInfo, RequestBody};
 use crate::session::{Owner, SessionSealer};
 use crate::wellknown::{self, WellKnown};
 
