@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -56,6 +57,9 @@ impl StartError {
         }
     }
 }
+
+/// How long shutdown waits for the audit writer to take its last events.
+const AUDIT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running gateway: its bound addresses and the handle that stops it.
 pub struct Running {
@@ -128,8 +132,15 @@ pub async fn start(path: &Path) -> Result<Running, StartError> {
     reloader.clone().spawn_watchers(shutdown.clone());
     let done = tokio::spawn(async move {
         tokio::join!(public_task, admin_task);
-        // The audit trail of the drained requests is written before the process may exit.
-        let _ = tokio::task::spawn_blocking(move || shared.auditor.close()).await;
+        // The audit trail of the drained requests is written before the process may exit, but
+        // a sink that no longer accepts writes (a stalled stdout pipe) cannot hold the exit.
+        let close = tokio::task::spawn_blocking(move || shared.auditor.close());
+        if tokio::time::timeout(AUDIT_CLOSE_TIMEOUT, close)
+            .await
+            .is_err()
+        {
+            error!("audit sink did not take the last events in time; exiting without them");
+        }
     });
     Ok(Running {
         public_addr,
