@@ -718,3 +718,76 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn every_upstream_body_framing_reaches_the_client_intact() {
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+    let responses = [
+        // An interim 100, then a body delimited by the connection's close.
+        format!(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{body}"
+        ),
+        // Chunked, with a chunk extension and a trailer the gateway drops.
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+             5;x=1\r\n{}\r\n{:x}\r\n{}\r\n0\r\nx-trailer: 1\r\n\r\n",
+            &body[..5],
+            body.len() - 5,
+            &body[5..]
+        ),
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    ];
+    let upstream =
+        WireUpstream::start(responses.iter().map(|r| r.clone().into_bytes()).collect()).await;
+    let gw = gateway_to(&upstream.url("/mcp")).await;
+    for (i, _) in responses.iter().enumerate() {
+        let resp = gw
+            .post_json("/mcp", r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .await;
+        assert_eq!(resp.status(), 200, "response {i}");
+        assert!(resp.headers().get("x-trailer").is_none());
+        assert_eq!(resp.text().await.unwrap(), body, "response {i}");
+    }
+    // The request head the gateway wrote: its own host and framing, no caller credential.
+    let wire = &upstream.requests()[0];
+    let head = wire.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(
+        head.starts_with(&format!(
+            "post /mcp http/1.1\r\nhost: {}\r\n",
+            upstream.addr
+        )),
+        "{head}"
+    );
+    assert!(head.contains("\r\ncontent-length: 40"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+}
+
+#[tokio::test]
+async fn malformed_upstream_responses_give_502_and_nothing_of_them() {
+    let responses = [
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd".to_string(),
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nxyz".to_string(),
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n".to_string(),
+        "SSH-2.0-OpenSSH_9.6\r\n\r\n".to_string(),
+        format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n",
+            "a".repeat(70 * 1024)
+        ),
+    ];
+    let count = responses.len();
+    let upstream =
+        WireUpstream::start(responses.into_iter().map(String::into_bytes).collect()).await;
+    let gw = gateway_to(&upstream.url("/mcp")).await;
+    for i in 0..count {
+        let resp = gw
+            .post_json("/mcp", r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#)
+            .await;
+        assert_eq!(resp.status(), 502, "response {i}");
+        assert!(resp.headers().get("x-big").is_none());
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["id"], 9, "response {i}");
+    }
+}

@@ -1,37 +1,33 @@
 //! Keep-alive HTTP/1.1 connections to a plain-HTTP upstream, each driven by the task of the
 //! request that uses it.
 //!
-//! hyper-util's pooled client runs every upstream connection in a task of its own, so each
-//! forwarded request crosses tasks (and often threads) twice. Here the request's task polls the
-//! connection itself while it waits for the response head, and the response body keeps polling
-//! it while it streams; when the body ends the idle connection goes back to the pool.
+//! The request's task writes the request and reads the response head itself, and the response
+//! body reads the rest of the response as the client takes it; once the body has ended, the
+//! connection goes back to the pool. No task, channel or waker is shared between requests.
 
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, Response};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::h1::{self, Decoded, Decoder, Parsed, RequestHead, ResponseHead};
 use crate::body::{Body, BoxError};
-
-/// Boxed once per connection: hyper's connection state is ~700 bytes, and a connection moves
-/// between the pool, the request future and the response body on every exchange.
-type Conn = Box<http1::Connection<TokioIo<TcpStream>, Body>>;
 
 /// How long a connection may sit unused in the pool before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per upstream; more are closed when their response ends.
 const MAX_IDLE: usize = 512;
+/// Spare room made in a connection's read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// Why an exchange failed before a response head arrived.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +38,13 @@ pub enum SendError {
     Exchange(#[source] BoxError),
 }
 
+/// One upstream connection and the bytes read from it but not yet consumed.
+struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
 struct Idle {
-    sender: http1::SendRequest<Body>,
     conn: Conn,
     since: Instant,
 }
@@ -56,6 +57,25 @@ pub struct Pool {
     sweeper: AtomicBool,
 }
 
+/// The request body as the exchange sends it.
+struct Outgoing {
+    /// The head, serialised once: a retry on another connection sends the same bytes.
+    head: Bytes,
+    /// The body's first data (all of it unless `rest` is set).
+    first: Bytes,
+    /// Further frames still to be read from the client; such a request is never resent.
+    rest: Option<Body>,
+    chunked: bool,
+}
+
+/// How an exchange failed, and whether the request may go out again on another connection.
+enum Failure {
+    /// Nothing of the request can have been acted on: it was not written, or (for an
+    /// idempotent request) the connection closed before any byte of a response.
+    Retryable(BoxError),
+    Fatal(BoxError),
+}
+
 impl Pool {
     pub fn new(addr: String, connect_timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool {
@@ -66,80 +86,80 @@ impl Pool {
         })
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on a pooled connection or a new one. A pooled
-    /// connection that turns out closed before the request was written is replaced, once per
-    /// pooled connection tried, since nothing reached the upstream.
+    /// Sends a request on a pooled connection or a new one. A pooled connection found closed
+    /// before the request could have been acted on is replaced, once per pooled connection.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Body>,
+        mut head: RequestHead<'_>,
+        body: Body,
     ) -> Result<Response<Body>, SendError> {
+        let mut out = Box::pin(outgoing(&mut head, body)).await?;
+        let idempotent = head.method.is_idempotent();
         loop {
-            let (reused, mut sender, mut conn) = match self.checkout().await {
-                Some(idle) => (true, idle.sender, idle.conn),
-                None => {
-                    // Boxed: connecting is the rare path, and its future would otherwise make
-                    // every request's future larger.
-                    let (sender, conn) = Box::pin(self.connect()).await?;
-                    (false, sender, conn)
-                }
+            let (mut conn, reused) = match self.checkout() {
+                Some(conn) => (conn, true),
+                // Boxed: connecting is the rare path, and its future would otherwise make
+                // every request's future larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
-            let exchange = pin!(sender.try_send_request(req));
-            match drive(&mut conn, exchange).await {
-                Some(Ok(resp)) => {
-                    let (parts, body) = resp.into_parts();
-                    let body = DrivenBody::new(body, sender, conn, Arc::downgrade(self));
-                    return Ok(Response::from_parts(parts, body.boxed_unsync()));
-                }
-                Some(Err(mut e)) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(SendError::Exchange(e.into_error().into())),
-                },
-                None => {
-                    return Err(SendError::Exchange(
-                        "upstream closed the connection without a response".into(),
-                    ));
+            match exchange(&mut conn, &mut out, head.method, idempotent).await {
+                Ok(resp) => return Ok(self.response(conn, resp)),
+                Err(Failure::Retryable(_)) if reused => {}
+                Err(Failure::Retryable(e) | Failure::Fatal(e)) => {
+                    return Err(SendError::Exchange(e));
                 }
             }
         }
     }
 
-    async fn connect(&self) -> Result<(http1::SendRequest<Body>, Conn), SendError> {
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+    fn response(self: &Arc<Self>, conn: Conn, head: ResponseHead) -> Response<Body> {
+        let mut body = UpstreamBody {
+            conn: Some(conn),
+            decoder: Decoder::new(head.framing),
+            keep_alive: head.keep_alive,
+            pool: Arc::downgrade(self),
+        };
+        if body.decoder.is_done() {
+            body.release();
+        }
+        let mut resp = Response::new(body.boxed_unsync());
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        resp
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let io = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| SendError::Connect("connect timed out".into()))?
             .map_err(|e| SendError::Connect(e.into()))?;
-        let _ = tcp.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| SendError::Connect(e.into()))?;
-        Ok((sender, Box::new(conn)))
+        let _ = io.set_nodelay(true);
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        })
     }
 
-    /// The most recently used live connection, if any. Each candidate is polled once so that a
-    /// close the upstream sent while it sat idle is noticed here rather than mid-request.
-    async fn checkout(&self) -> Option<Idle> {
+    /// The most recently used live connection, if any. A close (or stray bytes) the upstream
+    /// sent while the connection sat idle is noticed here rather than mid-request.
+    fn checkout(&self) -> Option<Conn> {
         loop {
-            let mut idle = self.lock().pop()?;
+            let idle = self.lock().pop()?;
             if idle.since.elapsed() > IDLE_TIMEOUT {
                 continue;
             }
-            let open =
-                poll_fn(|cx| Poll::Ready(Pin::new(&mut idle.conn).poll(cx).is_pending())).await;
-            if open && idle.sender.is_ready() {
-                return Some(idle);
+            match idle.conn.io.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(idle.conn),
+                _ => continue,
             }
         }
     }
 
-    fn checkin(self: &Arc<Self>, sender: http1::SendRequest<Body>, conn: Conn) {
+    fn checkin(self: &Arc<Self>, conn: Conn) {
         let now = Instant::now();
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                conn,
-                since: now,
-            });
+            idle.push(Idle { conn, since: now });
         }
         drop(idle);
         self.start_sweeper();
@@ -170,69 +190,174 @@ impl Pool {
     }
 }
 
-/// Polls the connection and the exchange together until the exchange resolves. `None` when the
-/// connection ended first and the exchange can no longer resolve.
-async fn drive<F: Future>(conn: &mut Conn, mut exchange: Pin<&mut F>) -> Option<F::Output> {
-    let mut conn_open = true;
-    poll_fn(|cx| {
-        if conn_open && Pin::new(&mut *conn).poll(cx).is_ready() {
-            conn_open = false;
+/// Reads the body's first frame: a body complete in memory (every POST the gateway checked)
+/// then goes out in one write with the head. Sets the head's framing and serialises it.
+async fn outgoing(head: &mut RequestHead<'_>, mut body: Body) -> Result<Outgoing, SendError> {
+    let mut first = Bytes::new();
+    if !body.is_end_stream() {
+        match body.frame().await {
+            Some(Ok(frame)) => first = frame.into_data().unwrap_or_default(),
+            Some(Err(e)) => return Err(SendError::Exchange(e)),
+            None => {}
         }
-        match exchange.as_mut().poll(cx) {
-            Poll::Ready(out) => Poll::Ready(Some(out)),
-            Poll::Pending if conn_open => Poll::Pending,
-            Poll::Pending => Poll::Ready(None),
+    }
+    let rest = (!body.is_end_stream()).then_some(body);
+    head.length = match &rest {
+        None => Some(first.len() as u64),
+        Some(rest) => rest.size_hint().exact().map(|n| n + first.len() as u64),
+    };
+    let mut wire = Vec::with_capacity(512);
+    h1::encode_request(&mut wire, head);
+    Ok(Outgoing {
+        head: Bytes::from(wire),
+        first,
+        chunked: head.length.is_none(),
+        rest,
+    })
+}
+
+/// Writes the request and reads the response head.
+async fn exchange(
+    conn: &mut Conn,
+    out: &mut Outgoing,
+    method: &Method,
+    idempotent: bool,
+) -> Result<ResponseHead, Failure> {
+    write_request(&mut conn.io, out).await?;
+    let resendable = idempotent && out.rest.is_none();
+    read_head(conn, method).await.map_err(|(e, nothing_read)| {
+        if nothing_read && resendable {
+            Failure::Retryable(e)
+        } else {
+            Failure::Fatal(e)
         }
     })
-    .await
 }
 
-/// An upstream response body that drives its connection while it streams, and returns the
-/// connection to the pool once the whole body has been read. Dropped early (the client went
-/// away from an SSE stream), it closes the connection: the upstream sees the stream end.
-struct DrivenBody {
-    body: Incoming,
-    conn: Option<(http1::SendRequest<Body>, Conn)>,
+async fn write_request(io: &mut TcpStream, out: &mut Outgoing) -> Result<(), Failure> {
+    let mut first = if out.chunked && !out.first.is_empty() {
+        chunk(out.first.clone())
+    } else {
+        Bytes::new().chain(out.first.clone()).chain(Bytes::new())
+    };
+    let mut wire = out.head.clone().chain(&mut first);
+    let total = wire.remaining();
+    if let Err(e) = io.write_all_buf(&mut wire).await {
+        // Nothing written: the connection was dead before the request reached it.
+        return Err(if wire.remaining() == total {
+            Failure::Retryable(e.into())
+        } else {
+            Failure::Fatal(e.into())
+        });
+    }
+    let Some(rest) = &mut out.rest else {
+        return Ok(());
+    };
+    write_rest(io, rest, out.chunked)
+        .await
+        .map_err(Failure::Fatal)
+}
+
+/// Streams the remaining frames of a request body the client is still sending.
+async fn write_rest(io: &mut TcpStream, body: &mut Body, chunked: bool) -> Result<(), BoxError> {
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            io.write_all_buf(&mut chunk(data)).await?;
+        } else {
+            io.write_all_buf(&mut data.clone()).await?;
+        }
+    }
+    if chunked {
+        io.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
+}
+
+/// One chunk of a chunked request body: size line, data, CRLF.
+fn chunk(data: Bytes) -> bytes::buf::Chain<bytes::buf::Chain<Bytes, Bytes>, Bytes> {
+    Bytes::from(format!("{:x}\r\n", data.len()))
+        .chain(data)
+        .chain(Bytes::from_static(b"\r\n"))
+}
+
+/// Reads until a final response head has been parsed; interim 1xx responses are skipped. On
+/// failure, also says whether no byte at all had arrived.
+async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, (BoxError, bool)> {
+    let mut nothing_read = true;
+    loop {
+        if !conn.buf.is_empty() {
+            nothing_read = false;
+            let data = conn.buf.split().freeze();
+            match h1::parse_response(&data, method).map_err(|e| (e.into(), false))? {
+                Parsed::Head(head, len) => {
+                    conn.buf.extend_from_slice(&data[len..]);
+                    return Ok(head);
+                }
+                Parsed::Interim(len) => {
+                    conn.buf.extend_from_slice(&data[len..]);
+                    continue;
+                }
+                Parsed::Partial => conn.buf.extend_from_slice(&data),
+            }
+        }
+        reserve(&mut conn.buf);
+        match conn.io.read_buf(&mut conn.buf).await {
+            Ok(0) => {
+                let e = "upstream closed the connection without a response".into();
+                return Err((e, nothing_read));
+            }
+            Ok(_) => {}
+            Err(e) => return Err((e.into(), nothing_read)),
+        }
+    }
+}
+
+/// Room for the next read. The buffer's memory is shared with body data already handed on, so
+/// it is only replaced once little spare room is left.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// An upstream response body, read from the connection as the client takes it. Once the body
+/// has ended the connection returns to the pool; dropped early (the client left an SSE stream),
+/// the connection is closed and the upstream sees the stream end.
+struct UpstreamBody {
+    conn: Option<Conn>,
+    decoder: Decoder,
+    keep_alive: bool,
     pool: Weak<Pool>,
-    done: bool,
 }
 
-impl DrivenBody {
-    fn new(body: Incoming, sender: http1::SendRequest<Body>, conn: Conn, pool: Weak<Pool>) -> Self {
-        let done = body.is_end_stream();
-        DrivenBody {
-            body,
-            conn: Some((sender, conn)),
-            pool,
-            done,
-        }
-    }
-
-    fn poll_conn(&mut self, cx: &mut Context<'_>) {
-        if let Some((_, conn)) = &mut self.conn
-            && Pin::new(conn).poll(cx).is_ready()
-        {
-            self.conn = None;
-        }
-    }
-
-    /// Back to the pool if the connection is idle and ready for the next request. The poll
-    /// with a no-op waker lets hyper finish the exchange's bookkeeping; nobody waits on it.
+impl UpstreamBody {
+    /// Back to the pool if the body ended cleanly and nothing follows it on the connection.
     fn release(&mut self) {
-        let Some((sender, mut conn)) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
-        let mut cx = Context::from_waker(Waker::noop());
-        if Pin::new(&mut conn).poll(&mut cx).is_pending()
-            && sender.is_ready()
+        if self.keep_alive
+            && self.decoder.is_done()
+            && conn.buf.is_empty()
             && let Some(pool) = self.pool.upgrade()
         {
-            pool.checkin(sender, conn);
+            pool.checkin(conn);
         }
+    }
+
+    fn fail(&mut self, e: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(e.into())))
     }
 }
 
-impl HttpBody for DrivenBody {
+impl HttpBody for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -241,37 +366,56 @@ impl HttpBody for DrivenBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                this.poll_conn(cx);
-                ready!(Pin::new(&mut this.body).poll_frame(cx))
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut conn.buf) {
+                Err(e) => return this.fail(e),
+                Ok(Decoded::End) => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::Data(data)) => {
+                    // A malformed tail is left in the buffer: the next poll reports it.
+                    if this.decoder.settle(&mut conn.buf).unwrap_or(false) {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::NeedMore) => {}
             }
-        };
-        match &frame {
-            None => this.done = true,
-            Some(Ok(_)) => this.done = this.body.is_end_stream(),
-            Some(Err(_)) => this.conn = None,
+            reserve(&mut conn.buf);
+            match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut conn.io),
+                cx,
+                &mut conn.buf
+            )) {
+                Ok(0) if this.decoder.at_eof() => {
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail("upstream closed the connection mid-body"),
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
         }
-        if this.done {
-            this.release();
-        }
-        Poll::Ready(frame.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.body.is_end_stream()
+        self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }
 
-impl Drop for DrivenBody {
+impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if self.done || self.body.is_end_stream() {
-            self.release();
-        }
+        self.release();
     }
 }

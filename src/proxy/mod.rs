@@ -2,6 +2,7 @@
 
 mod direct;
 pub mod filter;
+mod h1;
 pub mod headers;
 pub mod sse;
 
@@ -93,8 +94,8 @@ impl Upstream {
         })
     }
 
-    /// The upstream URI for a request whose path below the route is `tail`: absolute for the
-    /// pooled client, which picks a connection by it; origin-form for a direct connection.
+    /// The absolute upstream URI for a request whose path below the route is `tail`; the
+    /// pooled TLS client picks a connection by it.
     fn target(&self, tail: &str, query: Option<&str>) -> Uri {
         let mut pq = String::with_capacity(self.base_path.len() + tail.len() + 1);
         pq.push_str(&self.base_path);
@@ -107,10 +108,8 @@ impl Upstream {
             pq.push_str(q);
         }
         let mut parts = http::uri::Parts::default();
-        if let Transport::Tls(_) = self.transport {
-            parts.scheme = Some(self.scheme.clone());
-            parts.authority = Some(self.authority.clone());
-        }
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
         parts.path_and_query = PathAndQuery::try_from(pq).ok();
         Uri::from_parts(parts).unwrap_or_default()
     }
@@ -120,6 +119,47 @@ impl Upstream {
     /// headers only: an SSE body may legitimately stay open for a long time.
     pub async fn send(
         &self,
+        req: Request<Body>,
+        tail: &str,
+    ) -> Result<Response<Body>, UpstreamError> {
+        // Boxed: hyper-util's client future is large, and only TLS upstreams pay for it.
+        let sending = async {
+            match &self.transport {
+                Transport::Plain(pool) => self.send_plain(pool, req, tail).await,
+                Transport::Tls(client) => Box::pin(self.send_tls(client, req, tail)).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, sending)
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+    }
+
+    /// The request head is written straight from the prepared headers; the response comes
+    /// back already stripped of hop-by-hop fields.
+    async fn send_plain(
+        &self,
+        pool: &Arc<direct::Pool>,
+        req: Request<Body>,
+        tail: &str,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let head = h1::RequestHead {
+            method: &parts.method,
+            path: [&self.base_path, tail],
+            query: parts.uri.query(),
+            host: &self.host,
+            headers: &parts.headers,
+            length: None,
+        };
+        pool.send(head, body).await.map_err(|e| match e {
+            direct::SendError::Connect(e) => UpstreamError::Connect(e),
+            direct::SendError::Exchange(e) => UpstreamError::Reset(e),
+        })
+    }
+
+    async fn send_tls(
+        &self,
+        client: &Client<HttpsConnector<HttpConnector>, Body>,
         mut req: Request<Body>,
         tail: &str,
     ) -> Result<Response<Body>, UpstreamError> {
@@ -127,33 +167,18 @@ impl Upstream {
         *req.version_mut() = http::Version::HTTP_11;
         req.headers_mut()
             .insert(http::header::HOST, self.host.clone());
-        let response = match &self.transport {
-            Transport::Plain(pool) => tokio::time::timeout(self.timeout, pool.send(req))
-                .await
-                .map_err(|_| UpstreamError::Timeout(self.timeout))?
-                .map_err(|e| match e {
-                    direct::SendError::Connect(e) => UpstreamError::Connect(e),
-                    direct::SendError::Exchange(e) => UpstreamError::Reset(e),
-                })?,
-            Transport::Tls(client) => {
-                let response = tokio::time::timeout(self.timeout, client.request(req))
-                    .await
-                    .map_err(|_| UpstreamError::Timeout(self.timeout))?
-                    .map_err(|e| {
-                        if e.is_connect() {
-                            UpstreamError::Connect(e.into())
-                        } else {
-                            UpstreamError::Reset(e.into())
-                        }
-                    })?;
-                response.map(|body| {
-                    body.map_err(|e| Box::new(e) as crate::body::BoxError)
-                        .boxed_unsync()
-                })
+        let response = client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Connect(e.into())
+            } else {
+                UpstreamError::Reset(e.into())
             }
-        };
+        })?;
         let (mut parts, body) = response.into_parts();
         headers::prepare_response(&mut parts.headers);
+        let body = body
+            .map_err(|e| Box::new(e) as crate::body::BoxError)
+            .boxed_unsync();
         Ok(Response::from_parts(parts, body))
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub use gateway::{GatewayBuilder, MetricsText, PUBLIC_URL, TestGateway, TestRoute, key_hash};
 pub use raw::{Closed, RawConn, RawResponse, to_wire};
 pub use tls::{HttpVersion, KeyKind, TestCa, TestCert, plain_client};
-pub use upstream::{Gate, Recorded, Reply, UpstreamServer, sse_event, upstream_down};
+pub use upstream::{Gate, Recorded, Reply, UpstreamServer, WireUpstream, sse_event, upstream_down};
 
 /// Every problem `mcpgate::config` reports for `toml`, one `key.path: reason` string each.
 /// Panics if the config is valid.

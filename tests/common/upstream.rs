@@ -396,3 +396,69 @@ pub fn upstream_down(path: &str) -> String {
     drop(listener);
     format!("http://{addr}{path}")
 }
+
+/// An upstream that speaks raw bytes: each connection gets the next scripted response, written
+/// as is, and is then closed. For framings and faults a well-behaved server never produces.
+pub struct WireUpstream {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl WireUpstream {
+    pub async fn start(responses: Vec<Vec<u8>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            for response in responses {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 8192];
+                while !complete_request(&request) {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock().unwrap().push(request);
+                let _ = sock.write_all(&response).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        WireUpstream { addr, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The raw bytes of every request received so far.
+    pub fn requests(&self) -> Vec<String> {
+        let seen = self.requests.lock().unwrap();
+        seen.iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect()
+    }
+}
+
+/// Whether `bytes` hold a whole request with a `content-length` body (or none).
+fn complete_request(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let length = text[..end]
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    bytes.len() >= end + 4 + length
+}
