@@ -41,16 +41,36 @@ pub fn bearer<'h>(headers: &'h HeaderMap, uri: &Uri) -> Result<Option<&'h str>, 
     if values.next().is_some() {
         return Err(CredentialError::Duplicate);
     }
-    let text = value.to_str().map_err(|_| CredentialError::BadSyntax)?;
-    let (scheme, token) = text.split_once(' ').ok_or(CredentialError::NotBearer)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(CredentialError::NotBearer);
+    // Bytes, not `to_str`: the token68 test below admits only ASCII, so a second pass over a
+    // ~1 KiB token to validate it as visible ASCII first would be wasted.
+    let bytes = value.as_bytes();
+    let Some(space) = bytes.iter().position(|&b| b == b' ') else {
+        return Err(not_bearer(bytes));
+    };
+    if !bytes[..space].eq_ignore_ascii_case(b"bearer") {
+        return Err(not_bearer(bytes));
     }
-    let token = token.trim_start_matches(' ');
+    // `1*SP b64token` (RFC 6750 §2.1): spaces only, no other whitespace.
+    let rest = &bytes[space + 1..];
+    let token = &rest[rest.iter().take_while(|&&b| b == b' ').count()..];
     if !is_token68(token) {
         return Err(CredentialError::BadSyntax);
     }
-    Ok(Some(token))
+    std::str::from_utf8(token)
+        .map(Some)
+        .map_err(|_| CredentialError::BadSyntax)
+}
+
+/// A value that is not visible ASCII is malformed whatever its scheme.
+fn not_bearer(value: &[u8]) -> CredentialError {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        CredentialError::NotBearer
+    } else {
+        CredentialError::BadSyntax
+    }
 }
 
 fn query_has_token(query: &str) -> bool {
@@ -64,9 +84,10 @@ fn query_has_token(query: &str) -> bool {
 ///
 /// Runs over every token on every request, so the per-byte test is branch-free and has no early
 /// exit: the compiler vectorises it (a table lookup per byte cost ~4 instructions a byte).
-pub(crate) fn is_token68(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty() && body.bytes().fold(true, |ok, b| ok & b64token_byte(b))
+pub(crate) fn is_token68(token: &[u8]) -> bool {
+    let padding = token.iter().rev().take_while(|&&b| b == b'=').count();
+    let body = &token[..token.len() - padding];
+    !body.is_empty() && body.iter().fold(true, |ok, &b| ok & b64token_byte(b))
 }
 
 fn b64token_byte(b: u8) -> bool {
@@ -138,6 +159,20 @@ mod tests {
             bearer(&headers(&["Bearer =="]), &uri),
             Err(CredentialError::BadSyntax)
         );
+        assert_eq!(
+            bearer(&headers(&["Bearer \tabc"]), &uri),
+            Err(CredentialError::BadSyntax),
+            "only spaces separate scheme and token"
+        );
+        assert_eq!(
+            bearer(&headers(&["Bearer   abc=="]), &uri),
+            Ok(Some("abc=="))
+        );
+        for raw in [&b"B\xc3\xa4arer abc"[..], b"Bearer ab\xc3\xa4"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_bytes(raw).unwrap());
+            assert_eq!(bearer(&h, &uri), Err(CredentialError::BadSyntax));
+        }
     }
 
     #[test]
