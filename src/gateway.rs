@@ -24,7 +24,7 @@ use crate::metrics::{Metrics, NO_ROUTE};
 use crate::policy::Policy;
 use crate::proxy::Upstream;
 use crate::proxy::filter::filter_response;
-use crate::proxy::headers::{ForwardedFor, prepare_request};
+use crate::proxy::headers::{ForwardedFor, Outbound, forwarding};
 use crate::request_id;
 use crate::route::{self, Router};
 use crate::server::{ConnInfo, RequestBody};
@@ -281,18 +281,19 @@ async fn try_handle(
         proto: if conn.tls { "https" } else { "http" },
         host: host.as_ref(),
     };
-    prepare_request(&mut parts.headers, &rs.strip, &fwd);
-    add_identity(&mut parts.headers, route, &principal);
+    let mut added = Vec::with_capacity(8);
+    forwarding(&fwd, &mut added);
+    add_identity(&mut added, route, &principal);
     // The upstream logs the same id the client and our logs see; a client's unsafe id never passes.
-    parts
-        .headers
-        .insert(request_id::HEADER, state.request_id.clone());
-    for (name, value) in &route.upstream_headers {
-        parts.headers.insert(name.clone(), value.clone());
-    }
+    added.push((request_id::HEADER_NAME, state.request_id.clone()));
+    added.extend(route.upstream_headers.iter().cloned());
+    let outbound = Outbound {
+        strip: &rs.strip,
+        added,
+    };
     let resp = rs
         .upstream
-        .send(Request::from_parts(parts, body), &tail)
+        .send(Request::from_parts(parts, body), &tail, outbound)
         .await?;
     state.upstream_status = Some(resp.status().as_u16());
     finish_response(gw, rs, &owner, grant, resp).await
@@ -426,8 +427,8 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Identity headers for the upstream, when the route asks for them. Client-sent headers of the
-/// same names were removed by `prepare_request`, so these cannot be spoofed.
-fn add_identity(headers: &mut HeaderMap, route: &Route, principal: &Principal) {
+/// same names are in the route's strip set, so these cannot be spoofed.
+fn add_identity(added: &mut Vec<(HeaderName, HeaderValue)>, route: &Route, principal: &Principal) {
     if principal.kind == PrincipalKind::Anonymous {
         return;
     }
@@ -443,7 +444,7 @@ fn add_identity(headers: &mut HeaderMap, route: &Route, principal: &Principal) {
         if let (Some(name), Some(value)) = (name, value)
             && let Ok(v) = HeaderValue::from_str(value)
         {
-            headers.insert(name.clone(), v);
+            added.push((name.clone(), v));
         }
     }
 }

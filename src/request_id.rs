@@ -3,9 +3,10 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const HEADER: &str = "x-request-id";
+pub const HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// Longest client-supplied id we echo; anything longer or stranger is replaced, so a client
 /// can never inject log syntax or bloat every log line.

@@ -126,7 +126,11 @@ fn route_state(
         metrics: shared.metrics.route_handles(&route.id),
         strip: crate::proxy::headers::request_strip_set(
             &route.strip_headers,
-            route.identity_headers.names(),
+            route
+                .identity_headers
+                .names()
+                .chain([&crate::request_id::HEADER_NAME])
+                .chain(route.upstream_headers.iter().map(|(name, _)| name)),
         ),
     })
 }

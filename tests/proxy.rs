@@ -170,10 +170,18 @@ async fn get_stream_and_delete_pass_mcp_session_id_both_ways() {
 async fn caller_credentials_and_listed_headers_never_reach_upstream() {
     const KEY: &str = "test-key-0123456789abcdef";
     let upstream = UpstreamServer::mcp().await;
-    let gw = GatewayBuilder::new()
+    let builder = GatewayBuilder::new();
+    let key_file = builder.dir().join("upstream-key");
+    std::fs::write(&key_file, "gateway-held-key").unwrap();
+    let gw = builder
         .route(
             TestRoute::new("r", "/mcp", &upstream.url("/upstream/mcp"))
                 .line(r#"strip_headers = ["X-Internal"]"#)
+                .line(r#"identity_headers = { subject = "X-Mcp-Subject" }"#)
+                .line(&format!(
+                    r#"upstream_headers = [{{ name = "X-Api-Key", value_file = "{}" }}]"#,
+                    key_file.display()
+                ))
                 .api_key(KEY, "ci-bot", &[]),
         )
         .start()
@@ -190,6 +198,8 @@ async fn caller_credentials_and_listed_headers_never_reach_upstream() {
         .header("x-forwarded-host", "evil.example")
         .header("x-forwarded-proto", "gopher")
         .header("forwarded", "for=6.6.6.6")
+        .header("x-mcp-subject", "admin")
+        .header("x-api-key", "client-chosen")
         .header("content-type", "application/json")
         .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
         .send()
@@ -215,6 +225,14 @@ async fn caller_credentials_and_listed_headers_never_reach_upstream() {
     assert_eq!(seen.header("host"), Some(up_authority.as_str()));
     assert_eq!(seen.uri, "/upstream/mcp");
     assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+    // Headers the gateway writes replace the client's, and appear once.
+    for (name, value) in [
+        ("x-mcp-subject", "ci-bot"),
+        ("x-api-key", "gateway-held-key"),
+    ] {
+        let values: Vec<_> = seen.headers.get_all(name).iter().collect();
+        assert_eq!(values, [value], "{name}");
+    }
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use super::headers::HOP_BY_HOP;
+use super::headers::{HOP_BY_HOP, Outbound};
 
 /// Largest response head accepted from an upstream.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -48,8 +48,9 @@ pub struct RequestHead<'a> {
     pub path: [&'a str; 2],
     pub query: Option<&'a str>,
     pub host: &'a HeaderValue,
-    /// Already stripped of hop-by-hop and caller credentials; framing headers are written here.
+    /// The client's headers, sent as `outbound` says; framing headers are written here.
     pub headers: &'a HeaderMap,
+    pub outbound: &'a Outbound<'a>,
     /// The body's exact length, or `None` to send it chunked.
     pub length: Option<u64>,
 }
@@ -71,20 +72,20 @@ pub fn encode_request(out: &mut Vec<u8>, head: &RequestHead<'_>) {
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(head.host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in head.headers {
-        // Framing and routing are the gateway's to write; hop-by-hop ones were removed already.
+    head.outbound.for_each(head.headers, |name, value| {
+        // Framing and routing are the gateway's to write.
         if name == header::HOST
             || name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
         {
-            continue;
+            return;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
-    }
+    });
     match head.length {
         // As hyper's client: no `content-length: 0` on methods that carry no body.
         Some(0) if !matches!(*head.method, Method::POST | Method::PUT | Method::PATCH) => {}
@@ -482,7 +483,16 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("client.example"));
         headers.append("x-a", HeaderValue::from_static("1"));
         headers.append("x-a", HeaderValue::from_static("2"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         let host = HeaderValue::from_static("up:8080");
+        let strip = super::super::headers::request_strip_set(&[], [].iter());
+        let outbound = Outbound {
+            strip: &strip,
+            added: vec![(
+                HeaderName::from_static("x-b"),
+                HeaderValue::from_static("3"),
+            )],
+        };
         let mut out = Vec::new();
         encode_request(
             &mut out,
@@ -492,13 +502,14 @@ mod tests {
                 query: Some("a=1"),
                 host: &host,
                 headers: &headers,
+                outbound: &outbound,
                 length: Some(12),
             },
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /mcp/x?a=1 HTTP/1.1\r\nhost: up:8080\r\ncontent-type: application/json\r\n\
-             x-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n"
+             x-a: 1\r\nx-a: 2\r\nx-b: 3\r\ncontent-length: 12\r\n\r\n"
         );
     }
 
@@ -506,6 +517,11 @@ mod tests {
     fn bodiless_get_has_no_length_and_streamed_body_is_chunked() {
         let host = HeaderValue::from_static("up");
         let headers = HeaderMap::new();
+        let strip = super::super::headers::StripSet::default();
+        let outbound = Outbound {
+            strip: &strip,
+            added: Vec::new(),
+        };
         let mut out = Vec::new();
         let mut req = RequestHead {
             method: &Method::GET,
@@ -513,6 +529,7 @@ mod tests {
             query: None,
             host: &host,
             headers: &headers,
+            outbound: &outbound,
             length: Some(0),
         };
         encode_request(&mut out, &req);

@@ -40,11 +40,11 @@ pub static FORWARDING: [HeaderName; 5] = [
 pub type StripSet = foldhash::HashSet<HeaderName>;
 
 /// What a request loses before it is forwarded, built once per route: hop-by-hop, caller
-/// credentials, client-sent forwarding headers, `Host`, the route's `strip_headers` and the
-/// identity headers the gateway itself writes.
+/// credentials, client-sent forwarding headers, `Host`, the route's `strip_headers`, and every
+/// header the gateway writes itself (`written`: identity, request id, the route's fixed ones).
 pub fn request_strip_set<'a>(
     strip: &'a [HeaderName],
-    identity: impl Iterator<Item = &'a HeaderName>,
+    written: impl Iterator<Item = &'a HeaderName>,
 ) -> StripSet {
     HOP_BY_HOP
         .iter()
@@ -52,8 +52,53 @@ pub fn request_strip_set<'a>(
         .chain(&FORWARDING)
         .chain([&header::HOST])
         .chain(strip)
-        .chain(identity)
+        .chain(written)
         .cloned()
+        .collect()
+}
+
+/// A forwarded request's headers: the client's, less the route's strip set and whatever the
+/// client's `Connection` header names, then the gateway's own (`added`, where a later entry
+/// replaces an earlier one of the same name). Nothing is removed from the client's map: the
+/// plain-HTTP path serialises straight from it, skipping as it goes.
+pub struct Outbound<'a> {
+    pub strip: &'a StripSet,
+    pub added: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Outbound<'_> {
+    /// Calls `f` with every header to send, in order.
+    pub fn for_each(&self, headers: &HeaderMap, mut f: impl FnMut(&HeaderName, &HeaderValue)) {
+        let listed = connection_listed(headers);
+        for (name, value) in headers {
+            if !self.strip.contains(name) && !listed.contains(name) {
+                f(name, value);
+            }
+        }
+        for (i, (name, value)) in self.added.iter().enumerate() {
+            if !self.added[i + 1..].iter().any(|(later, _)| later == name) {
+                f(name, value);
+            }
+        }
+    }
+
+    /// The same rules applied to the map itself, for clients that take a `HeaderMap`.
+    pub fn apply(self, headers: &mut HeaderMap) {
+        remove_listed(headers, self.strip);
+        for (name, value) in self.added {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Header names the `Connection` header lists: hop-by-hop for this message (RFC 9110 §7.6.1).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect()
 }
 
@@ -73,14 +118,7 @@ fn remove_listed(headers: &mut HeaderMap, set: &StripSet) {
         .cloned()
         .collect();
     if doomed.contains(&header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        doomed.extend(named);
+        doomed.extend(connection_listed(headers));
     }
     for name in &doomed {
         headers.remove(name);
@@ -94,19 +132,17 @@ pub struct ForwardedFor<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
-/// Prepares request headers for the upstream: drops connection-level, credential, forwarding,
-/// identity and route-listed headers, then writes the gateway's own forwarding headers.
-pub fn prepare_request(headers: &mut HeaderMap, strip: &StripSet, fwd: &ForwardedFor<'_>) {
-    remove_listed(headers, strip);
+/// The gateway's own forwarding headers, appended to `added`.
+pub fn forwarding(fwd: &ForwardedFor<'_>, added: &mut Vec<(HeaderName, HeaderValue)>) {
     if let Some(ip) = ip_value(fwd.client_ip) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
+        added.push((HeaderName::from_static("x-forwarded-for"), ip));
     }
-    headers.insert(
+    added.push((
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(fwd.proto),
-    );
+    ));
     if let Some(host) = fwd.host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        added.push((HeaderName::from_static("x-forwarded-host"), host.clone()));
     }
 }
 
@@ -184,6 +220,8 @@ mod tests {
             ("x-internal", "1"),
             ("mcp-session-id", "s1"),
             ("host", "gateway"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
         ]);
         let host = HeaderValue::from_static("gw.example");
         let fwd = ForwardedFor {
@@ -193,14 +231,33 @@ mod tests {
         };
         let identity = [HeaderName::from_static("x-mcp-subject")];
         let strip = request_strip_set(&[HeaderName::from_static("x-internal")], identity.iter());
-        prepare_request(&mut h, &strip, &fwd);
+        let mut added = Vec::new();
+        forwarding(&fwd, &mut added);
+        added.push((identity[0].clone(), HeaderValue::from_static("alice")));
+        added.push((identity[0].clone(), HeaderValue::from_static("bob")));
+        let out = Outbound {
+            strip: &strip,
+            added,
+        };
+        // Serialised and applied, the rules give the same headers.
+        let mut sent = HeaderMap::new();
+        out.for_each(&h, |n, v| {
+            sent.append(n.clone(), v.clone());
+        });
+        out.apply(&mut h);
+        assert_eq!(sent, h);
+        assert_eq!(
+            h["x-mcp-subject"], "bob",
+            "a later added header replaces an earlier one"
+        );
         for gone in [
             "authorization",
             "cookie",
             "proxy-authorization",
-            "x-mcp-subject",
             "x-internal",
             "host",
+            "connection",
+            "x-hop",
         ] {
             assert!(h.get(gone).is_none(), "{gone} survived");
         }

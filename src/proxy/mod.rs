@@ -114,19 +114,22 @@ impl Upstream {
         Uri::from_parts(parts).unwrap_or_default()
     }
 
-    /// Sends a request whose headers have already been prepared and returns the upstream's
-    /// response with its body still streaming. The timeout covers connect and response
-    /// headers only: an SSE body may legitimately stay open for a long time.
+    /// Sends a request with the headers `outbound` says and returns the upstream's response
+    /// with its body still streaming. The timeout covers connect and response headers only: an
+    /// SSE body may legitimately stay open for a long time.
     pub async fn send(
         &self,
         req: Request<Body>,
         tail: &str,
+        outbound: headers::Outbound<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
         // Boxed: hyper-util's client future is large, and only TLS upstreams pay for it.
         let sending = async {
             match &self.transport {
-                Transport::Plain(pool) => self.send_plain(pool, req, tail).await,
-                Transport::Tls(client) => Box::pin(self.send_tls(client, req, tail)).await,
+                Transport::Plain(pool) => self.send_plain(pool, req, tail, &outbound).await,
+                Transport::Tls(client) => {
+                    Box::pin(self.send_tls(client, req, tail, outbound)).await
+                }
             }
         };
         tokio::time::timeout(self.timeout, sending)
@@ -141,6 +144,7 @@ impl Upstream {
         pool: &Arc<direct::Pool>,
         req: Request<Body>,
         tail: &str,
+        outbound: &headers::Outbound<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
         let (parts, body) = req.into_parts();
         let head = h1::RequestHead {
@@ -149,6 +153,7 @@ impl Upstream {
             query: parts.uri.query(),
             host: &self.host,
             headers: &parts.headers,
+            outbound,
             length: None,
         };
         pool.send(head, body).await.map_err(|e| match e {
@@ -162,7 +167,9 @@ impl Upstream {
         client: &Client<HttpsConnector<HttpConnector>, Body>,
         mut req: Request<Body>,
         tail: &str,
+        outbound: headers::Outbound<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
+        outbound.apply(req.headers_mut());
         *req.uri_mut() = self.target(tail, req.uri().query());
         *req.version_mut() = http::Version::HTTP_11;
         req.headers_mut()
