@@ -206,14 +206,16 @@ impl Fields {
             // Chunked must be the only coding: another would reach the client undeclared once
             // this hop-by-hop field is dropped.
             let only_chunked =
-                self.coding.is_none() && trimmed(value).eq_ignore_ascii_case(b"chunked");
+                self.coding.is_none() && value.trim_ascii().eq_ignore_ascii_case(b"chunked");
             self.coding = Some(only_chunked);
             return Ok(true);
         }
         if name == header::CONNECTION {
-            for token in value.split(|&b| b == b',').map(trimmed) {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     self.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    // Names a field that is hop-by-hop anyway; the common case, kept cheap.
                 } else if let Ok(listed) = HeaderName::from_bytes(token) {
                     self.listed.push(listed);
                 }
@@ -257,17 +259,13 @@ impl Fields {
 }
 
 fn parse_length(value: &[u8]) -> Option<u64> {
-    let digits = trimmed(value);
+    let digits = value.trim_ascii();
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
     digits.iter().try_fold(0u64, |n, d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
-}
-
-fn trimmed(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii()
 }
 
 /// What the next step of reading a body produced.
