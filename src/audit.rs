@@ -3,6 +3,7 @@
 //! the principal's identifiers and a token fingerprint only, and arguments only on request,
 //! with configured keys redacted.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,12 +33,12 @@ pub struct Event {
     pub subject: Option<Arc<str>>,
     pub client_id: Option<Arc<str>>,
     pub token_fp: Option<Arc<str>>,
-    pub method: String,
+    pub method: Cow<'static, str>,
     pub target: Option<String>,
     pub decision: &'static str,
     pub reason: &'static str,
-    pub rule: Option<String>,
-    pub required_scopes: Vec<String>,
+    pub rule: Option<Arc<str>>,
+    pub required_scopes: Vec<Arc<str>>,
     pub granted_scopes: Arc<[Box<str>]>,
     pub http_status: u16,
     pub upstream_status: Option<u16>,
@@ -55,7 +56,7 @@ impl Default for Event {
             subject: None,
             client_id: None,
             token_fp: None,
-            method: String::new(),
+            method: Cow::Borrowed(""),
             target: None,
             decision: "",
             reason: "",
@@ -107,7 +108,7 @@ impl Event {
             json_str(out, rule);
         }
         key(out, "required_scopes");
-        json_strs(out, self.required_scopes.iter().map(String::as_str));
+        json_strs(out, self.required_scopes.iter().map(|s| &**s));
         key(out, "granted_scopes");
         json_strs(out, self.granted_scopes.iter().map(|s| &**s));
         key(out, "http_status");

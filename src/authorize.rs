@@ -2,24 +2,29 @@
 //! message of a POST. `authorize` returns a `Grant` — the evidence `forward` needs — or the
 //! error that refuses the request before anything reaches the upstream.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use http::{HeaderMap, header};
 
 use crate::auth::{Principal, PrincipalKind};
 use crate::config::Route;
 use crate::error::GatewayError;
 use crate::jsonrpc::{self, ClassifyError, Envelope, Kind, RawIdBuf};
-use crate::metrics::{Metrics, method_label};
+use crate::metrics::{RouteHandles, known_method};
 use crate::policy::{Denied, DenyReason, ListKind, Policy, ScopeSet};
 
 /// What the policy decided about one message, kept for the audit log and metrics.
+/// Text shared with the policy (rule labels, scope names) or static (MCP method names), so
+/// that a verdict and its audit event copy only the target's name.
 #[derive(Debug, Clone)]
 pub struct Verdict {
-    pub method: Option<String>,
+    pub method: Option<Cow<'static, str>>,
     pub target: Option<String>,
     pub allowed: bool,
     pub reason: &'static str,
-    pub rule: String,
-    pub required: Vec<String>,
+    pub rule: Arc<str>,
+    pub required: Vec<Arc<str>>,
 }
 
 /// Evidence that a request passed authorisation.
@@ -88,7 +93,7 @@ pub fn authorize(
     route: &Route,
     principal: &Principal,
     env: Option<&Envelope<'_>>,
-    metrics: &Metrics,
+    metrics: &RouteHandles,
     verdicts: &mut Vec<Verdict>,
 ) -> Result<Grant, GatewayError> {
     let granted = policy.grant_set(&principal.scopes);
@@ -102,7 +107,7 @@ pub fn authorize(
     for msg in env.messages() {
         let decision = policy.authorize(msg, granted);
         let verdict = verdict(msg, &decision, policy);
-        record(metrics, route, policy, &verdict, msg.name.as_deref());
+        record(metrics, policy, &verdict, msg.name.as_deref());
         verdicts.push(verdict);
         if let (Err(denied), None) = (decision, &refusal) {
             refusal = Some(denied_error(&denied, principal));
@@ -164,38 +169,28 @@ fn verdict(
     decision: &Result<crate::policy::Decision<'_>, Denied<'_>>,
     policy: &Policy,
 ) -> Verdict {
-    let (allowed, reason, rule, required) = match decision {
-        Ok(d) => (
-            true,
-            "allowed",
-            d.rule(),
-            policy.names(d.needed()).map(str::to_string).collect(),
-        ),
-        Err(d) => (
-            false,
-            d.reason().as_str(),
-            d.rule(),
-            d.required().map(str::to_string).collect(),
-        ),
+    let (allowed, reason, rule, needed) = match decision {
+        Ok(d) => (true, "allowed", d.rule(), d.needed()),
+        Err(d) => (false, d.reason().as_str(), d.rule(), d.needed()),
     };
     Verdict {
-        method: msg.method().map(str::to_string),
+        method: msg
+            .method()
+            .map(|m| known_method(m).map_or_else(|| Cow::Owned(m.to_owned()), Cow::Borrowed)),
         target: msg.target().map(str::to_string),
         allowed,
         reason,
-        rule: rule.to_string(),
-        required,
+        rule: rule.clone(),
+        required: policy.shared_names(needed).collect(),
     }
 }
 
-fn record(metrics: &Metrics, route: &Route, policy: &Policy, v: &Verdict, tool: Option<&str>) {
-    let decision = if v.allowed { "allow" } else { "deny" };
-    let method = method_label(v.method.as_deref());
-    metrics.jsonrpc(&route.id, method, decision);
-    if method == "tools/call"
+fn record(metrics: &RouteHandles, policy: &Policy, v: &Verdict, tool: Option<&str>) {
+    metrics.jsonrpc(v.method.as_deref(), v.allowed);
+    if v.method.as_deref() == Some("tools/call")
         && let Some(name) = tool
     {
-        metrics.tool_call(&route.id, policy.tool_label(name), decision);
+        metrics.tool_call(policy.tool_label(name), v.allowed);
     }
 }
 

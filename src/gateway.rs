@@ -3,6 +3,7 @@
 //! `handle` is the outer layer (request id, span, error → response, metrics, audit);
 //! `try_handle` is the inner one and reads top to bottom in the order a request is checked.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -145,7 +146,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<RequestBody>, conn: ConnInfo)
     if let Some(i) = state.route {
         audit(
             &gw.shared.auditor,
-            &state,
+            &mut state,
             &gw.config.routes[i].id,
             &method,
             status,
@@ -268,7 +269,7 @@ async fn try_handle(
             route,
             &principal,
             None,
-            &gw.shared.metrics,
+            &rs.metrics,
             &mut state.verdicts,
         )?;
         (streaming_body(&parts.headers, body, route)?, grant)
@@ -372,7 +373,7 @@ fn authorize_post(
         route,
         principal,
         Some(&env),
-        &gw.shared.metrics,
+        &rs.metrics,
         &mut state.verdicts,
     )?;
     if route.rate_limit.is_some_and(|l| l.per_tool) {
@@ -490,7 +491,7 @@ fn host_of(parts: &http::request::Parts) -> Option<HeaderValue> {
 /// One audit event per JSON-RPC message, or one for a request refused before its body was read.
 fn audit(
     auditor: &Auditor,
-    state: &RequestState,
+    state: &mut RequestState,
     route_id: &Arc<str>,
     method: &Method,
     status: u16,
@@ -498,7 +499,11 @@ fn audit(
     started: Instant,
 ) {
     let p = state.principal.as_ref();
+    let duration_ms = audit::millis(started.elapsed());
+    // The per-message fields start empty without allocating (unlike `Event::default()`), and
+    // each verdict's text moves into its event.
     let base = || audit::Event {
+        time: std::time::UNIX_EPOCH,
         request_id: state.request_id.clone(),
         route: route_id.clone(),
         issuer: p.map(|p| p.issuer.clone()),
@@ -507,25 +512,34 @@ fn audit(
         token_fp: p
             .map(|p| p.token_fingerprint.clone())
             .filter(|f| !f.is_empty()),
-        granted_scopes: p.map(|p| p.scopes.clone()).unwrap_or_else(|| Arc::from([])),
+        method: Cow::Borrowed(""),
+        target: None,
+        decision: "",
+        reason: "",
+        rule: None,
+        required_scopes: Vec::new(),
+        granted_scopes: p.map_or_else(|| Arc::from([]), |p| p.scopes.clone()),
         http_status: status,
         upstream_status: state.upstream_status,
-        duration_ms: audit::millis(started.elapsed()),
-        ..Default::default()
+        duration_ms,
+        arguments: None,
     };
-    if state.verdicts.is_empty() {
+    let verdicts = std::mem::take(&mut state.verdicts);
+    if verdicts.is_empty() {
         auditor.record(audit::Event {
-            method: method.as_str().to_string(),
+            method: Cow::Owned(method.as_str().to_owned()),
             decision: if error.is_some() { "deny" } else { "allow" },
             reason: error.map_or("allowed", GatewayError::reason),
             ..base()
         });
         return;
     }
-    for v in &state.verdicts {
+    let mut arguments = state.arguments.take();
+    let last = verdicts.len() - 1;
+    for (i, v) in verdicts.into_iter().enumerate() {
         auditor.record(audit::Event {
-            method: v.method.clone().unwrap_or_else(|| "response".into()),
-            target: v.target.clone(),
+            method: v.method.unwrap_or(Cow::Borrowed("response")),
+            target: v.target,
             decision: if v.allowed && error.is_none() {
                 "allow"
             } else {
@@ -536,9 +550,14 @@ fn audit(
             } else {
                 v.reason
             },
-            rule: Some(v.rule.clone()),
-            required_scopes: v.required.clone(),
-            arguments: state.arguments.clone(),
+            rule: Some(v.rule),
+            required_scopes: v.required,
+            // Moved into the last event rather than copied: there is usually only one.
+            arguments: if i == last {
+                arguments.take()
+            } else {
+                arguments.clone()
+            },
             ..base()
         });
     }

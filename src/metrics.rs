@@ -1,6 +1,9 @@
 //! Every Prometheus metric of the gateway, declared in one place; call sites use verbs.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use foldhash::HashMap;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -157,11 +160,26 @@ impl Metrics {
 
     /// Handles for one route's most frequent series, resolved once when the gateway is built:
     /// each `with_label_values` hashes its labels, and these are hit on every request.
-    pub fn route_handles(&self, route: &str) -> RouteHandles {
+    /// `tools`: the route's tool labels (see `Policy::tool_label`) besides `other`.
+    pub fn route_handles<'t>(
+        &self,
+        route: &str,
+        tools: impl IntoIterator<Item = &'t str>,
+    ) -> RouteHandles {
+        let tools = tools
+            .into_iter()
+            .chain(["other"])
+            .map(|t| (Box::from(t), Default::default()))
+            .collect();
         RouteHandles {
             duration: self.duration.with_label_values(&[route]),
             auth_ok: self.auth.with_label_values(&[route, "ok", "ok"]),
             post_ok: self.requests.with_label_values(&[route, "POST", "200"]),
+            route: Arc::from(route),
+            jsonrpc_vec: self.jsonrpc.clone(),
+            tool_vec: self.tool_calls.clone(),
+            jsonrpc: (0..METHOD_LABELS).map(|_| Default::default()).collect(),
+            tools: Arc::new(tools),
         }
     }
 
@@ -201,18 +219,6 @@ impl Metrics {
 
     pub fn auth(&self, route: &str, result: &str, reason: &str) {
         self.auth.with_label_values(&[route, result, reason]).inc();
-    }
-
-    pub fn jsonrpc(&self, route: &str, method: &str, decision: &str) {
-        self.jsonrpc
-            .with_label_values(&[route, method, decision])
-            .inc();
-    }
-
-    pub fn tool_call(&self, route: &str, tool: &str, decision: &str) {
-        self.tool_calls
-            .with_label_values(&[route, tool, decision])
-            .inc();
     }
 
     pub fn rate_limited(&self, route: &str) {
@@ -259,9 +265,49 @@ pub struct RouteHandles {
     pub duration: Histogram,
     pub auth_ok: IntCounter,
     post_ok: IntCounter,
+    route: Arc<str>,
+    jsonrpc_vec: IntCounterVec,
+    tool_vec: IntCounterVec,
+    /// `mcpgate_jsonrpc_total` by method label (see [`method_index`]), then allow / deny;
+    /// resolved on first use, so the exposition lists only series that happened.
+    jsonrpc: Arc<[[OnceLock<IntCounter>; 2]]>,
+    /// `mcpgate_tool_calls_total` by tool label, then allow / deny, resolved on first use.
+    tools: Arc<HashMap<Box<str>, [OnceLock<IntCounter>; 2]>>,
 }
 
 impl RouteHandles {
+    /// Counts a JSON-RPC message's policy decision.
+    pub fn jsonrpc(&self, method: Option<&str>, allowed: bool) {
+        let i = method_index(method);
+        let label = METHOD_LABEL.get(i).copied().unwrap_or("other");
+        let slot = &self.jsonrpc[i][usize::from(!allowed)];
+        self.resolve(slot, &self.jsonrpc_vec, label, allowed).inc();
+    }
+
+    /// Counts a `tools/call` decision; `tool` is a label from `Policy::tool_label`.
+    pub fn tool_call(&self, tool: &str, allowed: bool) {
+        let Some((label, slots)) = self
+            .tools
+            .get_key_value(tool)
+            .or_else(|| self.tools.get_key_value("other"))
+        else {
+            return;
+        };
+        let slot = &slots[usize::from(!allowed)];
+        self.resolve(slot, &self.tool_vec, label, allowed).inc();
+    }
+
+    fn resolve<'s>(
+        &self,
+        slot: &'s OnceLock<IntCounter>,
+        vec: &IntCounterVec,
+        label: &str,
+        allowed: bool,
+    ) -> &'s IntCounter {
+        let decision = if allowed { "allow" } else { "deny" };
+        slot.get_or_init(|| vec.with_label_values(&[&*self.route, label, decision]))
+    }
+
     /// Same as `Metrics::request_done` for this route, without hashing labels in the common case.
     pub fn request_done(
         &self,
@@ -322,16 +368,33 @@ const KNOWN_METHODS: &[&str] = &[
     "subscriptions/listen",
 ];
 
-/// The bounded label for a JSON-RPC method; client responses have no method.
-pub fn method_label(method: Option<&str>) -> &'static str {
+/// Every JSON-RPC method label: the known methods, then `other`, then `response` (client
+/// responses have no method).
+const METHOD_LABELS: usize = KNOWN_METHODS.len() + 2;
+const METHOD_LABEL: [&str; METHOD_LABELS] = {
+    let mut labels = ["other"; METHOD_LABELS];
+    let mut i = 0;
+    while i < KNOWN_METHODS.len() {
+        labels[i] = KNOWN_METHODS[i];
+        i += 1;
+    }
+    labels[METHOD_LABELS - 1] = "response";
+    labels
+};
+
+fn method_index(method: Option<&str>) -> usize {
     match method {
-        None => "response",
+        None => METHOD_LABELS - 1,
         Some(m) => KNOWN_METHODS
             .iter()
-            .find(|k| **k == m)
-            .copied()
-            .unwrap_or("other"),
+            .position(|k| *k == m)
+            .unwrap_or(KNOWN_METHODS.len()),
     }
+}
+
+/// The static name of a method MCP defines (so audit events need not copy it).
+pub fn known_method(method: &str) -> Option<&'static str> {
+    KNOWN_METHODS.iter().find(|k| **k == method).copied()
 }
 
 /// A histogram that others (auth) may want with the same bucket layout.

@@ -18,6 +18,7 @@
 //! mapped once ([`Policy::grant_set`]) and every check is a mask comparison.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
 use std::fmt;
@@ -193,14 +194,14 @@ impl fmt::Display for DenyReason {
 /// Evidence that a message passed authorization, and which rule admitted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision<'p> {
-    rule: &'p str,
+    rule: &'p Arc<str>,
     needed: ScopeSet,
 }
 
 impl<'p> Decision<'p> {
     /// The rule that decided, for audit: `route`, `method:tools/list`, `tool:delete_*`,
     /// `resource:file:///public/*`, `prompt:*`.
-    pub fn rule(&self) -> &'p str {
+    pub fn rule(&self) -> &'p Arc<str> {
         self.rule
     }
 
@@ -214,7 +215,7 @@ impl<'p> Decision<'p> {
 pub struct Denied<'p> {
     policy: &'p Policy,
     reason: DenyReason,
-    rule: &'p str,
+    rule: &'p Arc<str>,
     needed: ScopeSet,
     granted: ScopeSet,
 }
@@ -225,7 +226,7 @@ impl<'p> Denied<'p> {
     }
 
     /// The rule that refused (`tool:<unlisted>` for [`DenyReason::NoRule`]).
-    pub fn rule(&self) -> &'p str {
+    pub fn rule(&self) -> &'p Arc<str> {
         self.rule
     }
 
@@ -234,6 +235,11 @@ impl<'p> Denied<'p> {
     /// `no_rule` no scope would help; this is then the route and method scopes only.
     pub fn required(&self) -> impl Iterator<Item = &'p str> + 'p {
         self.policy.names(self.needed)
+    }
+
+    /// The set behind [`Denied::required`].
+    pub fn needed(&self) -> ScopeSet {
+        self.needed
     }
 
     /// The needed scopes the token lacks (for logs).
@@ -264,7 +270,7 @@ impl std::error::Error for Denied<'_> {}
 #[derive(Debug)]
 struct Rule {
     /// `tool:<pattern>` etc., built once so decisions borrow it.
-    label: Box<str>,
+    label: Arc<str>,
     scopes: ScopeSet,
 }
 
@@ -275,7 +281,7 @@ struct Table {
     /// In precedence order: longer pattern first.
     globs: Vec<(GlobMatcher, Rule)>,
     /// Label of a `no_rule` refusal.
-    unlisted: Box<str>,
+    unlisted: Arc<str>,
 }
 
 impl Table {
@@ -299,8 +305,11 @@ impl Table {
 /// A route's compiled policy. Cheap to query from many threads (`&self` only).
 #[derive(Debug)]
 pub struct Policy {
-    /// Interned scope names; index = bit in [`ScopeSet`].
-    names: Vec<Box<str>>,
+    /// Interned scope names; index = bit in [`ScopeSet`]. Shared, like rule labels, with the
+    /// audit events that name them.
+    names: Vec<Arc<str>>,
+    /// Label of a decision that needed only the route scopes.
+    route_rule: Arc<str>,
     index: HashMap<Box<str>, usize>,
     route: ScopeSet,
     methods: HashMap<Box<str>, Rule>,
@@ -335,7 +344,8 @@ pub fn compile(spec: &PolicySpec) -> Result<Policy, PolicyError> {
     }
     match b.errors.len() {
         0 => Ok(Policy {
-            names: b.names,
+            names: b.names.into_iter().map(Arc::from).collect(),
+            route_rule: Arc::from(ROUTE_RULE),
             index: b.index,
             route,
             methods,
@@ -473,7 +483,7 @@ impl Policy {
             Some(method) => {
                 self.authorize_call(method, msg.name.as_deref(), msg.uri.as_deref(), granted)
             }
-            None => self.check(ROUTE_RULE, self.route, granted),
+            None => self.check(&self.route_rule, self.route, granted),
         }
     }
 
@@ -520,6 +530,11 @@ impl Policy {
             .map_or("other", |(k, _)| k)
     }
 
+    /// Every tool label besides `other`: the configured exact tool names.
+    pub fn tool_labels(&self) -> impl Iterator<Item = &str> {
+        self.tools.exact.keys().map(|k| &**k)
+    }
+
     fn table(&self, kind: ListKind) -> &Table {
         match kind {
             ListKind::Tools => &self.tools,
@@ -536,7 +551,7 @@ impl Policy {
         granted: ScopeSet,
     ) -> Result<Decision<'_>, Denied<'_>> {
         let mut needed = self.route;
-        let mut rule: &str = ROUTE_RULE;
+        let mut rule = &self.route_rule;
         if let Some(m) = self.methods.get(method) {
             needed = needed.union(m.scopes);
             rule = &m.label;
@@ -573,7 +588,7 @@ impl Policy {
 
     fn check<'p>(
         &'p self,
-        rule: &'p str,
+        rule: &'p Arc<str>,
         needed: ScopeSet,
         granted: ScopeSet,
     ) -> Result<Decision<'p>, Denied<'p>> {
@@ -592,6 +607,11 @@ impl Policy {
 
     pub fn names(&self, set: ScopeSet) -> impl Iterator<Item = &str> + '_ {
         set.bits().map(|bit| &*self.names[bit])
+    }
+
+    /// As [`Policy::names`], shared rather than borrowed (for audit events).
+    pub fn shared_names(&self, set: ScopeSet) -> impl Iterator<Item = Arc<str>> + '_ {
+        set.bits().map(|bit| self.names[bit].clone())
     }
 }
 
@@ -629,7 +649,7 @@ mod tests {
         let m = env.single().unwrap();
         let granted = p.grant_set(scopes);
         p.authorize(m, granted)
-            .map(|d| d.rule().to_owned())
+            .map(|d| d.rule().to_string())
             .map_err(|d| (d.reason(), d.required().collect::<Vec<_>>().join(" ")))
     }
 
@@ -840,7 +860,7 @@ mod tests {
         let g = p.grant_set(&["mcp:tools", "calendar:read", "calendar:admin"]);
         let ok = p.authorize_all(&env, g).unwrap();
         assert_eq!(
-            ok.iter().map(Decision::rule).collect::<Vec<_>>(),
+            ok.iter().map(|d| &**d.rule()).collect::<Vec<_>>(),
             ["tool:get_events", "tool:delete_*"]
         );
     }
@@ -924,6 +944,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!(p.grant_set(&exactly).len(), 128);
-        assert!(p.check(ROUTE_RULE, p.route, p.grant_set(&exactly)).is_ok());
+        assert!(
+            p.check(&p.route_rule, p.route, p.grant_set(&exactly))
+                .is_ok()
+        );
     }
 }

@@ -118,12 +118,15 @@ fn route_state(
         audiences: route.audiences.clone(),
         api_keys: route.api_keys.clone(),
     };
+    let metrics = shared
+        .metrics
+        .route_handles(&route.id, policy.tool_labels());
     Ok(RouteState {
         upstream,
         auth,
         policy: Arc::new(policy),
         metadata,
-        metrics: shared.metrics.route_handles(&route.id),
+        metrics,
         strip: crate::proxy::headers::request_strip_set(
             &route.strip_headers,
             route
