@@ -307,7 +307,12 @@ async fn authenticate(
     req: &Request<RequestBody>,
 ) -> Result<Principal, GatewayError> {
     match bearer::bearer(req.headers(), req.uri())? {
-        Some(token) => Ok(gw.auth.authenticate(&rs.auth, token).await?),
+        Some(token) => {
+            if let Some(cached) = gw.auth.authenticate_cached(&rs.auth, token.as_bytes()) {
+                return Ok(cached?);
+            }
+            Ok(gw.auth.authenticate(&rs.auth, token.check()?).await?)
+        }
         None if route.allow_anonymous => Ok(Principal::anonymous()),
         None => Err(GatewayError::Unauthenticated),
     }

@@ -38,9 +38,9 @@ impl TokenCache {
         }
     }
 
-    pub fn get(&self, token: &str) -> Option<Arc<Entry>> {
+    pub fn get(&self, token: &[u8]) -> Option<Arc<Entry>> {
         let entry = self.entries.get(&self.key(token))?;
-        entry.token.matches(token.as_bytes()).then_some(entry)
+        entry.token.matches(token).then_some(entry)
     }
 
     /// Caches `verified` for `token`, replacing whatever held its slot.
@@ -49,12 +49,13 @@ impl TokenCache {
             token: SecretBytes(token.as_bytes().into()),
             verified,
         });
-        self.entries.insert(self.key(token), entry.clone());
+        self.entries
+            .insert(self.key(token.as_bytes()), entry.clone());
         entry
     }
 
-    fn key(&self, token: &str) -> u64 {
-        self.seed.hash_one(token.as_bytes())
+    fn key(&self, token: &[u8]) -> u64 {
+        self.seed.hash_one(token)
     }
 }
 

@@ -207,7 +207,7 @@ impl Authenticator {
     ) -> Result<Principal, AuthError> {
         let result = self.authenticate_inner(route, token).await;
         if let Err(err) = &result {
-            tracing::debug!(route.id = %route.route_id, auth.reason = err.reason(), token.fp = %token_fingerprint(token), error = %err, "credential rejected");
+            log_rejected(route, err, token);
         }
         result
     }
@@ -225,7 +225,7 @@ impl Authenticator {
         }
         // A token verified before skips the character checks: the cache compared every byte,
         // and those bytes passed every check when they were verified.
-        if let Some(admitted) = self.cached_jwt(route, token) {
+        if let Some(admitted) = self.cached_jwt(route, token.as_bytes()) {
             return admitted;
         }
         let digest = cache_key(token);
@@ -237,6 +237,25 @@ impl Authenticator {
         // Boxed, like the JWT miss path: introspection's HTTP exchange would otherwise be laid
         // out inline in every request's future, which is moved on each request.
         Box::pin(self.authenticate_opaque(route, token, &digest, &fp)).await
+    }
+
+    /// The verified-token cache alone, looked up by the token's bytes before any syntax check
+    /// (see [`bearer::Bearer`]). `None`: not cached, or the route takes API keys, which
+    /// [`Authenticator::authenticate`] tries first.
+    pub fn authenticate_cached(
+        &self,
+        route: &RouteAuth,
+        token: &[u8],
+    ) -> Option<Result<Principal, AuthError>> {
+        if !route.api_keys.is_empty() {
+            return None;
+        }
+        let result = self.cached_jwt(route, token)?;
+        // The bytes equal a verified token's, so they are ASCII.
+        if let (Err(err), Ok(token)) = (&result, std::str::from_utf8(token)) {
+            log_rejected(route, err, token);
+        }
+        Some(result)
     }
 
     /// API keys only (no token paths): for routes or callers that accept nothing else.
@@ -262,7 +281,7 @@ impl Authenticator {
     }
 
     /// The verified-token cache: `None` when the token is not there or no longer trusted.
-    fn cached_jwt(&self, route: &RouteAuth, token: &str) -> Option<Result<Principal, AuthError>> {
+    fn cached_jwt(&self, route: &RouteAuth, token: &[u8]) -> Option<Result<Principal, AuthError>> {
         let hit = self.inner.tokens.get(token)?;
         let hit = &hit.verified;
         if !self.still_trusted(hit) {
@@ -411,6 +430,10 @@ fn admit_introspected(
         claims::check_audience(audiences, &route.audiences)?;
     }
     Ok(principal.clone())
+}
+
+fn log_rejected(route: &RouteAuth, err: &AuthError, token: &str) {
+    tracing::debug!(route.id = %route.route_id, auth.reason = err.reason(), token.fp = %token_fingerprint(token), error = %err, "credential rejected");
 }
 
 fn check_shape(token: &str) -> Result<(), AuthError> {
