@@ -78,49 +78,45 @@ impl Event {
     pub fn write_line(&self, out: &mut Vec<u8>, clock: &mut Clock) {
         out.extend_from_slice(b"{\"time\":");
         clock.write(out, self.time);
-        key(out, "request_id");
-        json_str(out, self.request_id.to_str().unwrap_or(""));
-        key(out, "route");
-        json_str(out, &self.route);
+        json_field(
+            out,
+            b",\"request_id\":",
+            self.request_id.to_str().unwrap_or(""),
+        );
+        json_field(out, b",\"route\":", &self.route);
         for (name, value) in [
-            ("issuer", &self.issuer),
-            ("subject", &self.subject),
-            ("client_id", &self.client_id),
-            ("token_fp", &self.token_fp),
+            (&b",\"issuer\":"[..], &self.issuer),
+            (b",\"subject\":", &self.subject),
+            (b",\"client_id\":", &self.client_id),
+            (b",\"token_fp\":", &self.token_fp),
         ] {
             if let Some(v) = value {
-                key(out, name);
-                json_str(out, v);
+                json_field(out, name, v);
             }
         }
-        key(out, "method");
-        json_str(out, &self.method);
+        json_field(out, b",\"method\":", &self.method);
         if let Some(target) = &self.target {
-            key(out, "target");
-            json_str(out, target);
+            json_field(out, b",\"target\":", target);
         }
-        key(out, "decision");
-        json_str(out, self.decision);
-        key(out, "reason");
-        json_str(out, self.reason);
+        json_field(out, b",\"decision\":", self.decision);
+        json_field(out, b",\"reason\":", self.reason);
         if let Some(rule) = &self.rule {
-            key(out, "rule");
-            json_str(out, rule);
+            json_field(out, b",\"rule\":", rule);
         }
-        key(out, "required_scopes");
+        out.extend_from_slice(b",\"required_scopes\":");
         json_strs(out, self.required_scopes.iter().map(|s| &**s));
-        key(out, "granted_scopes");
+        out.extend_from_slice(b",\"granted_scopes\":");
         json_strs(out, self.granted_scopes.iter().map(|s| &**s));
-        key(out, "http_status");
+        out.extend_from_slice(b",\"http_status\":");
         json_value(out, &self.http_status);
         if let Some(status) = &self.upstream_status {
-            key(out, "upstream_status");
+            out.extend_from_slice(b",\"upstream_status\":");
             json_value(out, status);
         }
-        key(out, "duration_ms");
+        out.extend_from_slice(b",\"duration_ms\":");
         json_value(out, &self.duration_ms);
         if let Some(arguments) = &self.arguments {
-            key(out, "arguments");
+            out.extend_from_slice(b",\"arguments\":");
             json_value(out, arguments);
         }
         out.extend_from_slice(b"}\n");
@@ -158,24 +154,22 @@ impl Clock {
     }
 }
 
-fn key(out: &mut Vec<u8>, name: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
+/// `key` is the member's `,"name":` prefix, written in one piece.
+fn json_field(out: &mut Vec<u8>, key: &[u8], value: &str) {
+    out.extend_from_slice(key);
+    json_str(out, value);
 }
 
-/// A JSON string. The check for bytes that need escaping has no early exit, so the compiler
-/// turns it into a vector loop; only a string that has such a byte goes through serde_json.
+/// A JSON string. Most strings need no escaping, which a word-at-a-time search finds out;
+/// only a string with a byte to escape goes through serde_json.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    let plain = s
-        .bytes()
-        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
-    if plain {
+    if crate::jsonrpc::string_special(s.as_bytes()).is_some() {
+        json_value(out, s);
+    } else {
+        out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
-    } else {
-        json_value(out, s);
     }
 }
 
