@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderName, header};
 
 use crate::auth::{Principal, PrincipalKind};
 use crate::config::Route;
@@ -44,11 +44,10 @@ pub fn check_post_headers(headers: &HeaderMap) -> Result<(), GatewayError> {
     if encoded {
         return Err(GatewayError::CompressedBody);
     }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim())
-        .is_some_and(|mime| mime.eq_ignore_ascii_case("application/json"));
+    let is_json = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let mime = v.as_bytes().split(|&b| b == b';').next().unwrap_or(b"");
+        mime.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    });
     if is_json {
         Ok(())
     } else {
@@ -69,12 +68,12 @@ pub fn classify<'b>(body: &'b [u8], route: &Route) -> Result<Envelope<'b>, Gatew
 /// Checks the MCP 2026-07-28 `Mcp-Method` / `Mcp-Name` headers against the body, so the gateway
 /// and the upstream can never disagree about what is called.
 pub fn check(env: &Envelope<'_>, headers: &HeaderMap, route: &Route) -> Result<(), GatewayError> {
-    let header_text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    jsonrpc::check_headers(
-        env,
-        header_text(jsonrpc::MCP_METHOD_HEADER),
-        header_text(jsonrpc::MCP_NAME_HEADER),
-    )?;
+    // Constant names: a `&str` name would be parsed and hashed anew on every lookup.
+    const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+    const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+    let header_text =
+        |name: &HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    jsonrpc::check_headers(env, header_text(&MCP_METHOD), header_text(&MCP_NAME))?;
     // The SSE filter follows one response id; a list call inside a batch could not be filtered.
     if env.is_batch()
         && route.filter_lists

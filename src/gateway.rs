@@ -122,7 +122,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<RequestBody>, conn: ConnInfo)
         &gw.config.server.cors_allowed_origins,
     );
     resp.headers_mut()
-        .insert(request_id::HEADER, state.request_id.clone());
+        .insert(request_id::HEADER_NAME, state.request_id.clone());
     match state.route {
         Some(i) => gw.routes[i].metrics.request_done(
             gw.metrics(),

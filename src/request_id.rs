@@ -15,7 +15,7 @@ const MAX_LEN: usize = 64;
 /// Takes the client's id when it is short and made of `[A-Za-z0-9._:-]`, else mints one.
 pub fn from_headers(headers: &HeaderMap) -> HeaderValue {
     headers
-        .get(HEADER)
+        .get(&HEADER_NAME)
         .filter(|v| is_sane(v.as_bytes()))
         .cloned()
         .unwrap_or_else(mint)

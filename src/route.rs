@@ -28,19 +28,28 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     } else {
         Cow::Borrowed(path)
     };
-    if decoded.contains('\\') {
+    check_segments(decoded.as_bytes())?;
+    Ok(decoded)
+}
+
+/// One pass over the bytes (this runs on every request): no `\\`, no `//`, no `.` or `..`
+/// segment, reported in that order of precedence.
+fn check_segments(path: &[u8]) -> Result<(), PathError> {
+    if path.contains(&b'\\') {
         return Err(PathError::EncodedSeparator);
     }
-    if decoded.contains("//") {
-        return Err(PathError::EmptySegment);
+    let last = path.iter().filter(|&&b| b == b'/').count();
+    let (mut empty, mut dot) = (false, false);
+    for (i, segment) in path.split(|&b| b == b'/').enumerate() {
+        // An empty segment between two slashes is a `//`; first and last may be empty.
+        empty |= segment.is_empty() && i > 0 && i < last;
+        dot |= segment == b"." || segment == b"..";
     }
-    if decoded
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return Err(PathError::DotSegment);
+    match (empty, dot) {
+        (true, _) => Err(PathError::EmptySegment),
+        (false, true) => Err(PathError::DotSegment),
+        (false, false) => Ok(()),
     }
-    Ok(decoded)
 }
 
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
@@ -133,6 +142,33 @@ mod tests {
         assert_eq!(normalize("/a\\b"), Err(PathError::EncodedSeparator));
         assert_eq!(normalize("/a%zz"), Err(PathError::BadEncoding));
         assert_eq!(normalize("/a%2"), Err(PathError::BadEncoding));
+    }
+
+    #[test]
+    fn the_one_pass_check_agrees_with_the_plain_definition_on_every_short_path() {
+        let plain = |p: &str| {
+            if p.contains('\\') {
+                Err(PathError::EncodedSeparator)
+            } else if p.contains("//") {
+                Err(PathError::EmptySegment)
+            } else if p.split('/').any(|s| s == "." || s == "..") {
+                Err(PathError::DotSegment)
+            } else {
+                Ok(())
+            }
+        };
+        let alphabet = ['/', '.', 'a', '\\'];
+        let mut paths = vec![String::new()];
+        for _ in 0..6 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            for p in &longer {
+                assert_eq!(check_segments(p.as_bytes()), plain(p), "{p:?}");
+            }
+            paths = longer;
+        }
     }
 
     #[test]

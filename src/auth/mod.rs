@@ -251,9 +251,9 @@ impl Authenticator {
             return None;
         }
         let result = self.cached_jwt(route, token)?;
-        // The bytes equal a verified token's, so they are ASCII.
-        if let (Err(err), Ok(token)) = (&result, std::str::from_utf8(token)) {
-            log_rejected(route, err, token);
+        if let Err(err) = &result {
+            // The bytes equal a verified token's, so they are ASCII.
+            log_rejected(route, err, &String::from_utf8_lossy(token));
         }
         Some(result)
     }
