@@ -61,12 +61,19 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// One CPU (a pinned process, or a container limited to one CPU, which std reads from the
+/// cgroup quota): a single-threaded scheduler. The work-stealing one would run one worker
+/// anyway, behind cross-thread queues, atomics and a parked main thread it cannot use.
+fn runtime_builder() -> tokio::runtime::Builder {
+    match std::thread::available_parallelism() {
+        Ok(n) if n.get() == 1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+}
+
 fn run(cli: &Cli) -> ExitCode {
     telemetry::init(cli.log_format, &cli.log_filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mcpgate: cannot start the async runtime: {e}");
