@@ -32,23 +32,33 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(decoded)
 }
 
-/// One pass over the bytes (this runs on every request): no `\\`, no `//`, no `.` or `..`
+/// One pass over the bytes (this runs on every request): no `\`, no `//`, no `.` or `..`
 /// segment, reported in that order of precedence.
 fn check_segments(path: &[u8]) -> Result<(), PathError> {
-    if path.contains(&b'\\') {
-        return Err(PathError::EncodedSeparator);
+    let is_dot = |segment: &[u8]| segment == b"." || segment == b"..";
+    let (mut backslash, mut empty, mut dot) = (false, false, false);
+    let mut start = 0;
+    for (i, &b) in path.iter().enumerate() {
+        match b {
+            b'\\' => backslash = true,
+            b'/' => {
+                // A segment between two slashes is empty exactly when they are adjacent.
+                empty |= i > 0 && start == i;
+                dot |= is_dot(&path[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
     }
-    let last = path.iter().filter(|&&b| b == b'/').count();
-    let (mut empty, mut dot) = (false, false);
-    for (i, segment) in path.split(|&b| b == b'/').enumerate() {
-        // An empty segment between two slashes is a `//`; first and last may be empty.
-        empty |= segment.is_empty() && i > 0 && i < last;
-        dot |= segment == b"." || segment == b"..";
-    }
-    match (empty, dot) {
-        (true, _) => Err(PathError::EmptySegment),
-        (false, true) => Err(PathError::DotSegment),
-        (false, false) => Ok(()),
+    dot |= is_dot(&path[start..]);
+    if backslash {
+        Err(PathError::EncodedSeparator)
+    } else if empty {
+        Err(PathError::EmptySegment)
+    } else if dot {
+        Err(PathError::DotSegment)
+    } else {
+        Ok(())
     }
 }
 
