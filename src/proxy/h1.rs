@@ -158,7 +158,7 @@ pub fn parse_response(buf: &Bytes, method: &Method) -> Result<Parsed, WireError>
     };
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
-        let name = header_name(h.name.as_bytes())
+        let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| WireError::Header(h.name.escape_default().to_string()))?;
         if fields.consumes(&name, h.value)? {
             continue;
@@ -178,26 +178,6 @@ pub fn parse_response(buf: &Bytes, method: &Method) -> Result<Parsed, WireError>
         keep_alive: fields.keep_alive,
     };
     Ok(Parsed::Head(head, len))
-}
-
-/// Fields nearly every upstream response carries, matched before the general parse, which
-/// cost ~260 instructions per field (callgrind, tests/load).
-static COMMON: [(&str, HeaderName); 8] = [
-    ("content-type", header::CONTENT_TYPE),
-    ("content-length", header::CONTENT_LENGTH),
-    ("date", header::DATE),
-    ("server", header::SERVER),
-    ("connection", header::CONNECTION),
-    ("transfer-encoding", header::TRANSFER_ENCODING),
-    ("cache-control", header::CACHE_CONTROL),
-    ("mcp-session-id", HeaderName::from_static("mcp-session-id")),
-];
-
-fn header_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-    COMMON
-        .iter()
-        .find(|(lower, _)| lower.len() == raw.len() && raw.eq_ignore_ascii_case(lower.as_bytes()))
-        .map_or_else(|| HeaderName::from_bytes(raw), |(_, name)| Ok(name.clone()))
 }
 
 /// What the framing and connection-level fields of a response say.
@@ -570,18 +550,6 @@ mod tests {
         assert_eq!(h.headers["content-type"], "application/json");
         assert_eq!(h.headers["content-length"], "2");
         assert_eq!(n, text.len() - 2, "the head ends before the body");
-    }
-
-    #[test]
-    fn common_names_parse_as_the_general_parser_does() {
-        for (lower, _) in &COMMON {
-            for raw in [lower.to_string(), lower.to_ascii_uppercase()] {
-                let general = HeaderName::from_bytes(raw.as_bytes()).unwrap();
-                assert_eq!(header_name(raw.as_bytes()).unwrap(), general, "{raw}");
-            }
-        }
-        assert_eq!(header_name(b"X-Other").unwrap(), "x-other");
-        assert!(header_name(b"bad name").is_err());
     }
 
     #[test]
