@@ -439,11 +439,11 @@ fn add_identity(added: &mut Vec<(HeaderName, HeaderValue)>, route: &Route, princ
         return;
     }
     let ids = &route.identity_headers;
-    let scopes = principal.scopes.join(" ");
+    let scopes = ids.scopes.as_ref().map(|_| principal.scopes.join(" "));
     let values = [
         (&ids.subject, Some(&*principal.subject)),
         (&ids.client_id, principal.client_id.as_deref()),
-        (&ids.scopes, Some(scopes.as_str())),
+        (&ids.scopes, scopes.as_deref()),
         (&ids.issuer, Some(&*principal.issuer)),
     ];
     for (name, value) in values {
