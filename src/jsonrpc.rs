@@ -1039,8 +1039,6 @@ impl<'a> Classifier<'a> {
     }
 }
 
-/// Pairwise for the small objects MCP messages are made of; sorting for large ones so a hostile
-/// object with 100k keys costs O(n log n), not O(n²).
 /// Position of the first `"`, `\` or control byte: where a JSON string ends or needs escaping.
 /// Eight bytes at a time, with the "has zero byte" and "has less than" tests of Bit Twiddling
 /// Hacks; a byte-at-a-time search cost ~5 instructions a byte and was the classifier's
@@ -1067,6 +1065,8 @@ pub(crate) fn string_special(bytes: &[u8]) -> Option<usize> {
         .map(|i| at + i)
 }
 
+/// Pairwise for the small objects MCP messages are made of; sorting for large ones so a hostile
+/// object with 100k keys costs O(n log n), not O(n²).
 fn has_duplicate(keys: &mut [Cow<'_, str>]) -> bool {
     const PAIRWISE_MAX: usize = 16;
     if keys.len() <= PAIRWISE_MAX {
