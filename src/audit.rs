@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderValue;
 use serde_json::Value;
 
+use crate::auth::{Identity, Principal};
 use crate::config::{Audit as AuditConfig, AuditSink};
 use crate::metrics::Metrics;
 
@@ -23,23 +24,21 @@ const QUEUE: usize = 16_384;
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 /// One audit line. Shared strings are `Arc`s of the principal's and route's own, so building
-/// an event copies no text.
+/// an event copies no text; the principal's members are rendered once per principal (see
+/// [`Identity`]), not once per line.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub time: SystemTime,
     pub request_id: HeaderValue,
     pub route: Arc<str>,
-    pub issuer: Option<Arc<str>>,
-    pub subject: Option<Arc<str>>,
-    pub client_id: Option<Arc<str>>,
-    pub token_fp: Option<Arc<str>>,
+    /// Absent before authentication: the line then has no identity and no granted scopes.
+    pub principal: Option<Principal>,
     pub method: Cow<'static, str>,
     pub target: Option<String>,
     pub decision: &'static str,
     pub reason: &'static str,
     pub rule: Option<Arc<str>>,
     pub required_scopes: Vec<Arc<str>>,
-    pub granted_scopes: Arc<[Box<str>]>,
     pub http_status: u16,
     pub upstream_status: Option<u16>,
     pub duration_ms: f64,
@@ -52,17 +51,13 @@ impl Default for Event {
             time: SystemTime::UNIX_EPOCH,
             request_id: HeaderValue::from_static(""),
             route: Arc::from(""),
-            issuer: None,
-            subject: None,
-            client_id: None,
-            token_fp: None,
+            principal: None,
             method: Cow::Borrowed(""),
             target: None,
             decision: "",
             reason: "",
             rule: None,
             required_scopes: Vec::new(),
-            granted_scopes: Arc::from([]),
             http_status: 0,
             upstream_status: None,
             duration_ms: 0.0,
@@ -84,16 +79,11 @@ impl Event {
             self.request_id.to_str().unwrap_or(""),
         );
         json_field(out, b",\"route\":", &self.route);
-        for (name, value) in [
-            (&b",\"issuer\":"[..], &self.issuer),
-            (b",\"subject\":", &self.subject),
-            (b",\"client_id\":", &self.client_id),
-            (b",\"token_fp\":", &self.token_fp),
-        ] {
-            if let Some(v) = value {
-                json_field(out, name, v);
-            }
-        }
+        let identity = match &self.principal {
+            Some(p) => p.audit_members.get_or_init(|| identity_members(p)),
+            None => ",\"granted_scopes\":[]",
+        };
+        out.extend_from_slice(identity.as_bytes());
         json_field(out, b",\"method\":", &self.method);
         if let Some(target) = &self.target {
             json_field(out, b",\"target\":", target);
@@ -105,8 +95,6 @@ impl Event {
         }
         out.extend_from_slice(b",\"required_scopes\":");
         json_strs(out, self.required_scopes.iter().map(|s| &**s));
-        out.extend_from_slice(b",\"granted_scopes\":");
-        json_strs(out, self.granted_scopes.iter().map(|s| &**s));
         out.extend_from_slice(b",\"http_status\":");
         json_value(out, &self.http_status);
         if let Some(status) = &self.upstream_status {
@@ -121,6 +109,24 @@ impl Event {
         }
         out.extend_from_slice(b"}\n");
     }
+}
+
+/// The principal's members of a line, each with its leading comma. The token fingerprint is
+/// left out when there is none (anonymous access).
+fn identity_members(p: &Identity) -> Box<str> {
+    let mut out = Vec::with_capacity(256);
+    json_field(&mut out, b",\"issuer\":", &p.issuer);
+    json_field(&mut out, b",\"subject\":", &p.subject);
+    if let Some(client_id) = &p.client_id {
+        json_field(&mut out, b",\"client_id\":", client_id);
+    }
+    if !p.token_fingerprint.is_empty() {
+        json_field(&mut out, b",\"token_fp\":", &p.token_fingerprint);
+    }
+    out.extend_from_slice(b",\"granted_scopes\":");
+    json_strs(&mut out, p.scopes.iter().map(|s| &**s));
+    // Only whole UTF-8 strings and ASCII were written.
+    String::from_utf8(out).unwrap_or_default().into_boxed_str()
 }
 
 /// RFC 3339 UTC timestamps with milliseconds, as `humantime` writes them. The part up to the
@@ -340,6 +346,7 @@ pub fn millis(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::PrincipalKind;
     use serde_json::json;
 
     #[test]
@@ -347,13 +354,20 @@ mod tests {
         let event = Event {
             request_id: HeaderValue::from_static("req-1"),
             route: Arc::from("calendar"),
-            subject: Some(Arc::from("ann \"the admin\" \\ o'neil\n\u{1}é")),
+            principal: Some(Principal::new(
+                PrincipalKind::Jwt,
+                "https://issuer.example/\u{7f}".into(),
+                "ann \"the admin\" \\ o'neil\n\u{1}é".into(),
+                None,
+                Arc::from([Box::from("a:b"), Box::from("c")]),
+                None,
+                "fp1".into(),
+            )),
             method: "tools/call".into(),
             target: Some("get\tevents".into()),
             decision: "allow",
             reason: "allowed",
             required_scopes: vec!["a:b".into()],
-            granted_scopes: Arc::from([Box::from("a:b"), Box::from("c")]),
             http_status: 200,
             upstream_status: Some(201),
             duration_ms: 1.25,
@@ -367,6 +381,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], lines[1], "the cached identity renders the same");
         let v: Value = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["request_id"], "req-1");
@@ -379,7 +394,24 @@ mod tests {
         assert_eq!(v["upstream_status"], 201);
         assert_eq!(v["duration_ms"], 1.25);
         assert_eq!(v["arguments"], json!({"k": "v"}));
-        assert!(v.get("issuer").is_none() && v.get("rule").is_none(), "{v}");
+        assert_eq!(v["issuer"], "https://issuer.example/\u{7f}");
+        assert_eq!(v["token_fp"], "fp1");
+        assert!(
+            v.get("client_id").is_none() && v.get("rule").is_none(),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn a_line_before_authentication_has_no_identity() {
+        let mut out = Vec::new();
+        Event::default().write_line(&mut out, &mut Clock::default());
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["granted_scopes"], json!([]));
+        assert!(
+            v.get("issuer").is_none() && v.get("subject").is_none(),
+            "{v}"
+        );
     }
 
     #[test]

@@ -295,15 +295,15 @@ fn principal_from(
         .or_else(|| client_id.clone())
         .ok_or(AuthError::Malformed(Malformed::Claim("sub")))?;
     let scopes = ScopeClaim::merge(claims.scope, claims.scp);
-    Ok(Principal {
-        kind: PrincipalKind::Jwt,
-        issuer: issuer.settings.issuer.as_str().into(),
-        subject: subject.into(),
-        client_id: client_id.map(Into::into),
+    Ok(Principal::new(
+        PrincipalKind::Jwt,
+        issuer.settings.issuer.as_str().into(),
+        subject.into(),
+        client_id.map(Into::into),
         scopes,
-        expires_at: claims.exp.map(unix_time),
-        token_fingerprint: Arc::from(fingerprint),
-    })
+        claims.exp.map(unix_time),
+        Arc::from(fingerprint),
+    ))
 }
 
 pub(crate) fn unix_now() -> f64 {

@@ -23,8 +23,8 @@ mod settings;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -62,9 +62,14 @@ pub enum PrincipalKind {
     Anonymous,
 }
 
-/// Who is calling: the result of a successful authentication.
+/// Who is calling: the result of a successful authentication. One shared allocation per
+/// verified credential: the verified-token cache, every request made with the token and every
+/// audit line about them hold the same [`Identity`], so passing it along copies no text.
 #[derive(Clone, Debug)]
-pub struct Principal {
+pub struct Principal(Arc<Identity>);
+
+#[derive(Debug)]
+pub struct Identity {
     pub kind: PrincipalKind,
     /// Exact `iss` for tokens, [`API_KEY_ISSUER`] for API keys.
     pub issuer: Arc<str>,
@@ -74,22 +79,54 @@ pub struct Principal {
     pub expires_at: Option<SystemTime>,
     /// [`token_fingerprint`] of the credential, safe for logs and audit.
     pub token_fingerprint: Arc<str>,
+    /// The identity's members of an audit line, rendered once by the audit writer.
+    pub(crate) audit_members: OnceLock<Box<str>>,
+}
+
+impl std::ops::Deref for Principal {
+    type Target = Identity;
+    fn deref(&self) -> &Identity {
+        &self.0
+    }
 }
 
 impl Principal {
-    /// The principal of a request on a route that allows anonymous access.
-    pub fn anonymous() -> Self {
-        Self {
-            kind: PrincipalKind::Anonymous,
-            issuer: "anonymous".into(),
-            subject: "anonymous".into(),
-            client_id: None,
-            scopes: Arc::from([]),
-            expires_at: None,
-            token_fingerprint: Arc::from(""),
-        }
+    pub fn new(
+        kind: PrincipalKind,
+        issuer: Arc<str>,
+        subject: Arc<str>,
+        client_id: Option<Arc<str>>,
+        scopes: Arc<[Box<str>]>,
+        expires_at: Option<SystemTime>,
+        token_fingerprint: Arc<str>,
+    ) -> Self {
+        Principal(Arc::new(Identity {
+            kind,
+            issuer,
+            subject,
+            client_id,
+            scopes,
+            expires_at,
+            token_fingerprint,
+            audit_members: OnceLock::new(),
+        }))
     }
 
+    /// The principal of a request on a route that allows anonymous access.
+    pub fn anonymous() -> Self {
+        Self::new(
+            PrincipalKind::Anonymous,
+            "anonymous".into(),
+            "anonymous".into(),
+            None,
+            Arc::from([]),
+            None,
+            Arc::from(""),
+        )
+    }
+}
+
+impl Identity {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| &**s == scope)
     }
