@@ -95,7 +95,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<RequestBody>, conn: ConnInfo)
         arguments: None,
     };
     let span = info_span!("request", request.id = state.request_id.to_str().unwrap_or(""), http.method = %method, client.ip = %conn.peer.ip());
-    let result = try_handle(&gw, req, conn, &mut state)
+    // Boxed once here: unboxed, this future (several KiB) was copied whole into the span
+    // wrapper, the await slot and the connection's boxed handler future on every request.
+    let result = Box::pin(try_handle(&gw, req, conn, &mut state))
         .instrument(span.clone())
         .await;
     let route_id = state
