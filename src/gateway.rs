@@ -16,16 +16,16 @@ use crate::audit::{self, Auditor};
 use crate::auth::bearer;
 use crate::auth::{Authenticator, Principal, PrincipalKind, RouteAuth};
 use crate::authorize::{self, Grant, Verdict};
-use crate::body::{Body, full, read_limited};
+use crate::body::{Body, read_limited};
 use crate::config::Route;
 use crate::cors;
 use crate::error::{ErrorContext, GatewayError, respond};
 use crate::metadata::RouteMetadata;
 use crate::metrics::{Metrics, NO_ROUTE};
 use crate::policy::Policy;
-use crate::proxy::Upstream;
 use crate::proxy::filter::filter_response;
 use crate::proxy::headers::{ForwardedFor, Outbound, forwarding};
+use crate::proxy::{Payload, Upstream};
 use crate::request_id;
 use crate::route::{self, Router};
 use crate::server::{ConnInfo, RequestBody};
@@ -264,7 +264,7 @@ async fn try_handle(
             peer: conn.peer.ip(),
         };
         let grant = authorize_post(&caller, &parts.headers, &body, state)?;
-        (full(body), grant)
+        (Payload::Buffered(body), grant)
     } else {
         let grant = authorize::authorize(
             &rs.policy,
@@ -274,7 +274,10 @@ async fn try_handle(
             &rs.metrics,
             &mut state.verdicts,
         )?;
-        (streaming_body(&parts.headers, body, route)?, grant)
+        (
+            Payload::Streaming(streaming_body(&parts.headers, body, route)?),
+            grant,
+        )
     };
 
     // 8. Forward: credentials stripped, identity added if configured, response streamed back.

@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::Payload;
 use super::h1::{self, Decoded, Decoder, Parsed, RequestHead, ResponseHead};
 use crate::body::{Body, BoxError};
 
@@ -91,9 +92,13 @@ impl Pool {
     pub async fn send(
         self: &Arc<Self>,
         mut head: RequestHead<'_>,
-        body: Body,
+        payload: Payload,
     ) -> Result<Response<Body>, SendError> {
-        let mut out = Box::pin(outgoing(&mut head, body)).await?;
+        let mut out = match payload {
+            Payload::Buffered(body) => encode(&mut head, body, None),
+            // Boxed: only a streamed body needs to wait for its first data.
+            Payload::Streaming(body) => Box::pin(outgoing(&mut head, body)).await?,
+        };
         let idempotent = head.method.is_idempotent();
         loop {
             let (mut conn, reused) = match self.checkout() {
@@ -190,8 +195,8 @@ impl Pool {
     }
 }
 
-/// Reads the body's first frame: a body complete in memory (every POST the gateway checked)
-/// then goes out in one write with the head. Sets the head's framing and serialises it.
+/// Reads a streamed body's first frame: a body that turns out to be complete then goes out in
+/// one write with the head.
 async fn outgoing(head: &mut RequestHead<'_>, mut body: Body) -> Result<Outgoing, SendError> {
     let mut first = Bytes::new();
     if !body.is_end_stream() {
@@ -202,18 +207,23 @@ async fn outgoing(head: &mut RequestHead<'_>, mut body: Body) -> Result<Outgoing
         }
     }
     let rest = (!body.is_end_stream()).then_some(body);
+    Ok(encode(head, first, rest))
+}
+
+/// Sets the head's framing from the body's first data and what remains, and serialises it.
+fn encode(head: &mut RequestHead<'_>, first: Bytes, rest: Option<Body>) -> Outgoing {
     head.length = match &rest {
         None => Some(first.len() as u64),
         Some(rest) => rest.size_hint().exact().map(|n| n + first.len() as u64),
     };
     let mut wire = Vec::with_capacity(512);
     h1::encode_request(&mut wire, head);
-    Ok(Outgoing {
+    Outgoing {
         head: Bytes::from(wire),
         first,
         chunked: head.length.is_none(),
         rest,
-    })
+    }
 }
 
 /// Writes the request and reads the response head.

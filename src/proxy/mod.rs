@@ -20,7 +20,27 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::body::Body;
+use bytes::Bytes;
+
+use crate::body::{Body, full};
+
+/// A request body as the upstream exchange takes it.
+pub enum Payload {
+    /// Read in full and checked (every POST): on a plain-HTTP upstream it goes out with the
+    /// head in one write, without a body object around it.
+    Buffered(Bytes),
+    /// Passed through as it arrives, under the route's size limit.
+    Streaming(Body),
+}
+
+impl Payload {
+    fn into_body(self) -> Body {
+        match self {
+            Payload::Buffered(bytes) => full(bytes),
+            Payload::Streaming(body) => body,
+        }
+    }
+}
 
 /// Why an upstream exchange failed; `kind()` is the metric label.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +139,7 @@ impl Upstream {
     /// SSE body may legitimately stay open for a long time.
     pub async fn send(
         &self,
-        req: Request<Body>,
+        req: Request<Payload>,
         tail: &str,
         outbound: headers::Outbound<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
@@ -128,6 +148,7 @@ impl Upstream {
             match &self.transport {
                 Transport::Plain(pool) => self.send_plain(pool, req, tail, &outbound).await,
                 Transport::Tls(client) => {
+                    let req = req.map(Payload::into_body);
                     Box::pin(self.send_tls(client, req, tail, outbound)).await
                 }
             }
@@ -142,7 +163,7 @@ impl Upstream {
     async fn send_plain(
         &self,
         pool: &Arc<direct::Pool>,
-        req: Request<Body>,
+        req: Request<Payload>,
         tail: &str,
         outbound: &headers::Outbound<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
