@@ -66,7 +66,7 @@ pub async fn serve<H, F>(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Fired when the drain timeout passes: connections still open then are dropped.
     let close_now = CancellationToken::new();
-    let protocols = Arc::new(Protocols::new(limits.header_read_timeout));
+    let protocols = Arc::new(Protocols::new());
     loop {
         // Waiting for a permit before accepting leaves excess clients in the kernel backlog
         // instead of spending memory on connections we would refuse anyway.
@@ -125,10 +125,12 @@ struct Protocols {
 }
 
 impl Protocols {
-    fn new(header_read_timeout: Duration) -> Self {
+    fn new() -> Self {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
+        // No timer, so no header-read timeout of hyper's: `Connection::until_idle` enforces
+        // ours with the connection's own timer. hyper's armed a timer for every request (~800
+        // instructions a request, callgrind, tests/load).
+        h1.header_read_timeout(None)
             .keep_alive(true)
             .max_buf_size(64 * 1024);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
@@ -307,7 +309,7 @@ impl Connection {
         // No request reports to this exchange, so it never arms: the IO only replays the
         // sniffed bytes. With the bare response body, the connection future's `Send` check
         // trips rust-lang/rust#102211; the wrapper avoids it.
-        let exchange = Arc::new(Exchange::default());
+        let exchange = Arc::new(Exchange::new());
         let responses = exchange.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let fut = handler(req.map(|b| RequestBody::new(b, None)), info);
@@ -340,7 +342,7 @@ impl Connection {
         F: Future<Output = Response<Body>> + Send + 'static,
     {
         loop {
-            let exchange = Arc::new(Exchange::default());
+            let exchange = Arc::new(Exchange::new());
             let svc = h1_service(handler.clone(), info, exchange.clone());
             let park = ParkIo::new(io, prefix, exchange.clone());
             let mut conn = Box::new(self.protocols.h1.serve_connection(TokioIo::new(park), svc));
@@ -382,12 +384,17 @@ impl Connection {
     ) -> Option<C::Output> {
         let idle = self.limits.idle_timeout;
         let park_after = self.park_after();
+        let head_timeout = self.limits.header_read_timeout;
+        let head_wait = || exchange.and_then(Exchange::head_wait);
         let wait_from = |quiet: Duration| {
             let mut wait = idle.saturating_sub(quiet);
             // Once allowed, parking waits for the exchange to end (an SSE stream may stay open
             // and quiet for long): no timer until the idle timeout.
             if exchange.is_some_and(|e| !e.quiet()) {
                 wait = wait.min(park_after.saturating_sub(quiet));
+            }
+            if let Some(waited) = head_wait() {
+                wait = wait.min(head_timeout.saturating_sub(waited));
             }
             wait.max(Duration::from_millis(100))
         };
@@ -415,6 +422,12 @@ impl Connection {
                         debug!(client.ip = %info.peer.ip(), "idle timeout; closing connection");
                         return None;
                     }
+                    // Slowloris: a request head that trickles in (or never comes while the
+                    // connection is still held by hyper) ends the connection.
+                    if head_wait().is_some_and(|waited| waited >= head_timeout) {
+                        debug!(client.ip = %info.peer.ip(), "no request head within header_read_timeout; closing connection");
+                        return None;
+                    }
                     // The next poll of `conn` makes hyper read, where the IO reports the end.
                     if let Some(exchange) = exchange.filter(|_| quiet >= park_after) {
                         exchange.allow_park();
@@ -431,8 +444,8 @@ impl Connection {
 
     /// How long an HTTP/1 connection stays quiet before its hyper state is released: short
     /// enough that idle connections give memory back at once, long enough that a client sending
-    /// request after request keeps its connection. Below the header timeout, which hyper would
-    /// otherwise apply to the wait.
+    /// request after request keeps its connection. Below the header timeout, which would
+    /// otherwise end a connection quiet between requests.
     fn park_after(&self) -> Duration {
         PARK_AFTER.min(self.limits.header_read_timeout / 2)
     }

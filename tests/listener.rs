@@ -109,14 +109,20 @@ async fn tls_handshake_that_never_starts_is_closed_after_header_read_timeout() {
     );
 }
 
-#[tokio::test]
-async fn slow_request_headers_are_closed_after_header_read_timeout() {
+/// A gateway with a 1 s header-read timeout in front of an MCP upstream.
+async fn one_second_header_timeout() -> (UpstreamServer, TestGateway) {
     let upstream = UpstreamServer::mcp().await;
     let gw = GatewayBuilder::new()
         .server(r#"header_read_timeout = "1s""#)
         .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
         .start()
         .await;
+    (upstream, gw)
+}
+
+#[tokio::test]
+async fn slow_request_headers_are_closed_after_header_read_timeout() {
+    let (upstream, gw) = one_second_header_timeout().await;
     let mut conn = RawConn::connect(gw.public_addr).await;
     conn.send(b"POST /mcp HTT").await;
     // The default (10 s) would outlast this wait: only the configured 1 s closes it in time.
@@ -124,6 +130,25 @@ async fn slow_request_headers_are_closed_after_header_read_timeout() {
         conn.closed_within(Duration::from_secs(5)).await,
         Closed::Yes
     );
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_request_head_that_trickles_in_is_closed_after_header_read_timeout() {
+    let (upstream, gw) = one_second_header_timeout().await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    conn.send(b"POST /mcp HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+        .await;
+    // A byte every 100 ms for up to 5 s: never quiet, so only the header timeout can end it.
+    let mut closed = Closed::No;
+    for _ in 0..50 {
+        conn.send(b"a").await;
+        closed = conn.closed_within(Duration::from_millis(100)).await;
+        if closed == Closed::Yes {
+            break;
+        }
+    }
+    assert_eq!(closed, Closed::Yes);
     assert!(upstream.requests().is_empty());
 }
 

@@ -15,8 +15,9 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -24,14 +25,19 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::IdleIo;
+use super::{IdleIo, now_ms};
 use crate::body::{Body, BoxError};
 
 /// Progress of the request/response exchange on one hyper connection. Written by the request
 /// body (possibly on another task: the upstream client streams it), the response body and the
-/// IO; read by the IO to decide when hyper is idle.
-#[derive(Default)]
-pub(super) struct Exchange(AtomicU8);
+/// IO; read by the IO to decide when hyper is idle, and by the connection's timer to enforce
+/// the header-read timeout.
+pub(super) struct Exchange {
+    state: AtomicU8,
+    /// When hyper began waiting for the next request head ([`now_ms`]); 0 while a request is
+    /// in progress.
+    head_since: AtomicU64,
+}
 
 /// hyper has not finished reading the request body.
 const BODY_OPEN: u8 = 1;
@@ -45,27 +51,48 @@ const ARMED: u8 = 8;
 const QUIET: u8 = 16;
 
 impl Exchange {
+    /// A fresh hyper connection, which starts by waiting for a request head.
+    pub(super) fn new() -> Self {
+        Exchange {
+            state: AtomicU8::new(0),
+            head_since: AtomicU64::new(now_ms().max(1)),
+        }
+    }
+
     pub(super) fn request_started(&self, body_done: bool) {
         let body = if body_done { 0 } else { BODY_OPEN };
-        self.0.store(RESPONSE_OPEN | body, Ordering::Release);
+        self.head_since.store(0, Ordering::Relaxed);
+        self.state.store(RESPONSE_OPEN | body, Ordering::Release);
+    }
+
+    /// How long hyper has been waiting for a request head, if it is.
+    pub(super) fn head_wait(&self) -> Option<Duration> {
+        match self.head_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+        }
     }
 
     fn body_done(&self) {
-        self.0.fetch_and(!BODY_OPEN, Ordering::AcqRel);
+        self.state.fetch_and(!BODY_OPEN, Ordering::AcqRel);
     }
 
     fn response_done(&self) {
-        let _ = self
-            .0
+        let answered = self
+            .state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 (s & RESPONSE_OPEN != 0).then_some((s & !RESPONSE_OPEN) | ANSWERED)
             });
+        if answered.is_ok() {
+            // hyper now reads the next head (HTTP/1: one exchange at a time).
+            self.head_since.store(now_ms().max(1), Ordering::Relaxed);
+        }
     }
 
     /// Only an answered exchange with nothing left to read arms: an early response (401, 413)
     /// leaves the body unread, and hyper then closes the connection itself.
     fn try_arm(&self) -> bool {
-        self.0
+        self.state
             .compare_exchange(
                 ANSWERED,
                 ANSWERED | ARMED,
@@ -76,23 +103,23 @@ impl Exchange {
     }
 
     fn armed(&self) -> bool {
-        self.0.load(Ordering::Acquire) & ARMED != 0
+        self.state.load(Ordering::Acquire) & ARMED != 0
     }
 
     /// Parks the connection at hyper's next read if it is armed and still has nothing to read.
     /// Cleared by the next request.
     pub(super) fn allow_park(&self) {
-        self.0.fetch_or(QUIET, Ordering::AcqRel);
+        self.state.fetch_or(QUIET, Ordering::AcqRel);
     }
 
     pub(super) fn quiet(&self) -> bool {
-        self.0.load(Ordering::Acquire) & QUIET != 0
+        self.state.load(Ordering::Acquire) & QUIET != 0
     }
 
     /// Bytes of a new request arrived: nothing may arm again until hyper dispatches it and
     /// answers. A request hyper refuses itself (400) is never dispatched, so hyper closes.
     fn reset(&self) {
-        self.0.store(0, Ordering::Release);
+        self.state.store(0, Ordering::Release);
     }
 }
 
