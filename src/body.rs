@@ -3,9 +3,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -44,14 +44,69 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     Box::pin(async move {
-        match limited.collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(ReadError::TooLarge { limit })
+        let mut body = std::pin::pin!(body);
+        // A body in one frame (any usual request) comes back as that frame, without a copy.
+        let mut first = Bytes::new();
+        let mut joined: Option<BytesMut> = None;
+        let mut total: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ReadError::Io(e.into()))?;
+            // Trailers carry nothing a JSON-RPC body needs.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len() as u64;
+            if total > limit {
+                return Err(ReadError::TooLarge { limit });
             }
-            Err(e) => Err(ReadError::Io(e)),
+            match &mut joined {
+                Some(buf) => buf.extend_from_slice(&data),
+                None if first.is_empty() => first = data,
+                None => {
+                    let mut buf = BytesMut::with_capacity(first.len() + data.len());
+                    buf.extend_from_slice(&first);
+                    buf.extend_from_slice(&data);
+                    joined = Some(buf);
+                }
+            }
         }
+        Ok(joined.map_or(first, BytesMut::freeze))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    fn frames(parts: &[&'static str]) -> impl http_body::Body<Data = Bytes, Error = BoxError> {
+        let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        frames.push(Ok(Frame::trailers(http::HeaderMap::new())));
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn frames_are_joined_and_trailers_ignored() {
+        let one = read_limited(frames(&["{\"a\":1}"]), 100).await.unwrap();
+        assert_eq!(one, "{\"a\":1}");
+        let many = read_limited(frames(&["{\"a\"", ":", "1}"]), 7)
+            .await
+            .unwrap();
+        assert_eq!(many, "{\"a\":1}");
+        let empty = read_limited(frames(&[]), 0).await.unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_refused() {
+        let err = read_limited(frames(&["{\"a\"", ":", "1}"]), 6).await;
+        assert!(matches!(err, Err(ReadError::TooLarge { limit: 6 })));
+        let err = read_limited(frames(&["12345678"]), 7).await;
+        assert!(matches!(err, Err(ReadError::TooLarge { limit: 7 })));
+    }
 }
