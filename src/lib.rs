@@ -9,6 +9,7 @@ pub mod auth;
 pub mod authorize;
 pub mod body;
 pub mod cli;
+mod clock;
 pub mod commands;
 pub mod config;
 pub mod cors;

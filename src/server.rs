@@ -8,10 +8,10 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::body::Body;
+use crate::clock::now_ms;
 use crate::metrics::Metrics;
 pub use park::RequestBody;
 use park::{Exchange, Park, ParkIo, ResponseBody};
@@ -594,11 +595,6 @@ impl<'a> Signal<'a> {
 /// Milliseconds since process start of the last byte read or written on a connection.
 #[derive(Default)]
 struct Activity(AtomicU64);
-
-fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
 
 impl Activity {
     fn touch(&self) {

@@ -2,6 +2,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
@@ -16,6 +17,9 @@ const MAX_ENTRIES: u64 = 20_000;
 pub(crate) struct Entry {
     token: SecretBytes,
     pub verified: Verified,
+    /// The issuer's key-set generation in which the verifying key was last found (0: not
+    /// yet): while it is current, the key need not be looked up again.
+    pub trusted_generation: AtomicU64,
 }
 
 /// Tokens are found by a 64-bit hash seeded per process (an attacker cannot aim at another
@@ -48,6 +52,7 @@ impl TokenCache {
         let entry = Arc::new(Entry {
             token: SecretBytes(token.as_bytes().into()),
             verified,
+            trusted_generation: AtomicU64::new(0),
         });
         self.entries
             .insert(self.key(token.as_bytes()), entry.clone());

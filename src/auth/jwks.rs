@@ -16,6 +16,7 @@ use super::http::HttpFetcher;
 use super::keys::{self, KeySet};
 use super::metrics::AuthMetrics;
 use super::settings::IssuerSettings;
+use crate::clock::now_ms;
 
 /// First retry delay after a failed load; doubles up to [`BACKOFF_CAP`].
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -63,6 +64,9 @@ pub(crate) struct IssuerKeys {
     /// Serialises loads (single flight) and remembers when the last one started.
     load_lock: tokio::sync::Mutex<Option<Instant>>,
     generation: AtomicU64,
+    /// When the cached key set goes stale ([`now_ms`]), set no later than its cache entry
+    /// expires: cached tokens check it instead of looking the set up (see [`Self::fresh_generation`]).
+    fresh_until: AtomicU64,
     loaded_once: AtomicBool,
     metadata: RwLock<Option<Metadata>>,
     metadata_lock: tokio::sync::Mutex<Option<Instant>>,
@@ -86,6 +90,7 @@ impl IssuerKeys {
             metrics,
             load_lock: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
+            fresh_until: AtomicU64::new(0),
             loaded_once: AtomicBool::new(false),
             metadata: RwLock::new(None),
             metadata_lock: tokio::sync::Mutex::new(None),
@@ -101,6 +106,7 @@ impl IssuerKeys {
             self.cache
                 .insert(self.idx, Arc::new(KeySet::new(keys, 1, None)));
             self.generation.store(1, Ordering::Release);
+            self.fresh_until.store(u64::MAX, Ordering::Release);
             self.loaded_once.store(true, Ordering::Release);
         }
     }
@@ -120,6 +126,14 @@ impl IssuerKeys {
     /// Current keys, or `None` if never loaded or older than `max_staleness`.
     pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
         self.cache.get(&self.idx)
+    }
+
+    /// The generation of the current key set while it is fresh, read without a cache lookup.
+    /// A generation changes with every load, so a key found in a set of this generation is
+    /// still in the current one. `None` when stale or never loaded.
+    pub(crate) fn fresh_generation(&self) -> Option<u64> {
+        (now_ms() < self.fresh_until.load(Ordering::Acquire))
+            .then(|| self.generation.load(Ordering::Acquire))
     }
 
     /// Unknown kid: refetch once, shared by all concurrent callers, at most once per
@@ -184,7 +198,11 @@ impl IssuerKeys {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let count = keys.len();
         let set = KeySet::new(keys, generation, Some(self.settings.max_staleness));
+        // Taken before the insert, so the set is never taken for fresh after its entry expired.
+        let staleness = u64::try_from(self.settings.max_staleness.as_millis()).unwrap_or(u64::MAX);
+        let fresh_until = now_ms().saturating_add(staleness);
         self.cache.insert(self.idx, Arc::new(set));
+        self.fresh_until.store(fresh_until, Ordering::Release);
         self.loaded_once.store(true, Ordering::Release);
         self.metrics.jwks_keys_loaded(&self.id, count);
         tracing::info!(issuer.id = %self.id, jwks.keys = count, "jwks loaded");

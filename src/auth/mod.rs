@@ -319,11 +319,11 @@ impl Authenticator {
 
     /// The verified-token cache: `None` when the token is not there or no longer trusted.
     fn cached_jwt(&self, route: &RouteAuth, token: &[u8]) -> Option<Result<Principal, AuthError>> {
-        let hit = self.inner.tokens.get(token)?;
-        let hit = &hit.verified;
-        if !self.still_trusted(hit) {
+        let entry = self.inner.tokens.get(token)?;
+        if !self.still_trusted(&entry) {
             return None;
         }
+        let hit = &entry.verified;
         self.inner.metrics.token_cache_hit();
         Some(admit(
             route,
@@ -355,10 +355,26 @@ impl Authenticator {
     }
 
     /// A cached verification stands only while the verifying key is still published and fresh.
-    fn still_trusted(&self, v: &jwt::Verified) -> bool {
-        let key_present = self.inner.issuers[v.issuer_idx]
-            .current()
-            .is_some_and(|set| set.contains(&v.key));
+    /// Once the key was found in the current key set, the entry remembers that set's
+    /// generation, and later hits compare generations instead of searching the set again.
+    fn still_trusted(&self, entry: &cache::Entry) -> bool {
+        let v = &entry.verified;
+        let issuer = &self.inner.issuers[v.issuer_idx];
+        let fresh = issuer.fresh_generation();
+        let key_present = match fresh {
+            Some(generation) if entry.trusted_generation.load(Ordering::Relaxed) == generation => {
+                true
+            }
+            _ => issuer.current().is_some_and(|set| {
+                let present = set.contains(&v.key);
+                if present && fresh == Some(set.generation) {
+                    entry
+                        .trusted_generation
+                        .store(set.generation, Ordering::Relaxed);
+                }
+                present
+            }),
+        };
         key_present && introspect::still_valid(&v.principal)
     }
 

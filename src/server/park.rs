@@ -25,8 +25,9 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{IdleIo, now_ms};
+use super::IdleIo;
 use crate::body::{Body, BoxError};
+use crate::clock::now_ms;
 
 /// Progress of the request/response exchange on one hyper connection. Written by the request
 /// body (possibly on another task: the upstream client streams it), the response body and the

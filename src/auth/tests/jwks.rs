@@ -48,7 +48,10 @@ async fn rotated_keys_come_in_and_go_out() {
     let (server, auth, iss) = ready_issuer(&[&old]).await;
     let r = route(vec![0]);
     let old_token = old.sign(&claims(&iss));
-    assert!(auth.authenticate(&r, &old_token).await.is_ok());
+    // Verified, then served from the cache, which then knows its key is in the current set.
+    for _ in 0..3 {
+        assert!(auth.authenticate(&r, &old_token).await.is_ok());
+    }
 
     // Rotation in: the unknown kid triggers a refetch that finds the new key.
     server.set_jwks(&[&old, &new]);
@@ -58,6 +61,10 @@ async fn rotated_keys_come_in_and_go_out() {
             .await
             .is_ok()
     );
+    // A new key set: the cached token's key is looked up again, and is still there.
+    for _ in 0..2 {
+        assert!(auth.authenticate(&r, &old_token).await.is_ok());
+    }
 
     // Rotation out: after the next refresh the old key, and tokens cached under it, stop working.
     server.set_jwks(&[&new]);
@@ -132,6 +139,10 @@ async fn issuer_down_later_keeps_last_keys_until_max_staleness() {
     let auth = authenticator(vec![settings]);
     auth.start();
     wait_ready(&auth).await;
+    let cached = ec.sign(&claims(&iss));
+    for _ in 0..2 {
+        assert!(auth.authenticate(&route(vec![0]), &cached).await.is_ok());
+    }
     server.set_down(true);
     // An unknown kid forces a (failing) refetch; known keys stay usable.
     let stranger = TestKey::generate(Algorithm::ES256, "x").sign(&claims(&iss));
@@ -147,9 +158,16 @@ async fn issuer_down_later_keeps_last_keys_until_max_staleness() {
             .await
             .is_ok()
     );
+    assert!(auth.authenticate(&route(vec![0]), &cached).await.is_ok());
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let err = auth
         .authenticate(&route(vec![0]), &ec.sign(&claims(&iss)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "keys_unavailable");
+    // Tokens verified while the keys were fresh go with them.
+    let err = auth
+        .authenticate(&route(vec![0]), &cached)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "keys_unavailable");
