@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
@@ -125,23 +125,24 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<RequestBody>, conn: ConnInfo)
     );
     resp.headers_mut()
         .insert(request_id::HEADER_NAME, state.request_id.clone());
+    let elapsed = started.elapsed();
     match state.route {
         Some(i) => gw.routes[i].metrics.request_done(
             gw.metrics(),
             route_id,
             method.as_str(),
             status,
-            started.elapsed(),
+            elapsed,
         ),
         None => gw
             .metrics()
-            .request_done(route_id, method.as_str(), status, started.elapsed()),
+            .request_done(route_id, method.as_str(), status, elapsed),
     }
     span.in_scope(|| {
         info!(
             route.id = route_id,
             http.status = status,
-            duration_ms = audit::millis(started.elapsed()),
+            duration_ms = audit::millis(elapsed),
             "request done"
         )
     });
@@ -153,7 +154,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<RequestBody>, conn: ConnInfo)
             &method,
             status,
             error.as_ref(),
-            started,
+            elapsed,
         );
     }
     resp
@@ -506,10 +507,10 @@ fn audit(
     method: &Method,
     status: u16,
     error: Option<&GatewayError>,
-    started: Instant,
+    elapsed: Duration,
 ) {
     let p = state.principal.as_ref();
-    let duration_ms = audit::millis(started.elapsed());
+    let duration_ms = audit::millis(elapsed);
     // The per-message fields start empty without allocating (unlike `Event::default()`), and
     // each verdict's text moves into its event.
     let base = || audit::Event {
