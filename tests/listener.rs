@@ -164,8 +164,8 @@ async fn idle_connections_are_closed_after_idle_timeout_but_busy_streams_are_not
     })
     .await;
     let gw = GatewayBuilder::new()
-        // Hyper's own header timer also closes idle keep-alive connections; keep it out of
-        // the way so that only idle_timeout can close them within the test's wait.
+        // The header timer also runs while a kept connection waits for its next request
+        // (until it parks); keep it out of the way so that only idle_timeout can close one.
         .server(r#"header_read_timeout = "30s""#)
         .server(r#"idle_timeout = "1s""#)
         .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))

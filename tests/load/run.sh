@@ -372,9 +372,9 @@ throughput() {
 # --- memory with idle connections ------------------------------------------------------------
 
 idle_memory() {
-    # hyper's header_read_timeout also runs while a keep-alive connection waits for its next
-    # request, so with the default 10s every idle connection is closed after 10 s whatever
-    # idle_timeout says. Measured here: idle connections held open, hence a long header timeout.
+    # A long header timeout: opening 10,000 connections (500 at a time) must not close one that
+    # is still waiting for its first request. Once answered, a connection parks, and only
+    # idle_timeout applies to it.
     HEADER_TIMEOUT=600s start_gateway idle
     local line
     line=$(ulimit -n 20000 && cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" idle_conns.py \
