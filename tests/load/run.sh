@@ -8,7 +8,7 @@
 #   instructions   callgrind: instructions per request, nginx proxy vs mcpgate, + hot spots
 #   benches        the criterion benches (auth, classify_policy), short settings
 #
-# Knobs (environment): DURATION=10 LAT_DURATION=5 SSE_DURATION=5 ROUNDS=3 CONNS=64
+# Knobs (environment): DURATION=10 LAT_DURATION=5 SSE_DURATION=5 ROUNDS=3 CONNS=64 WARMUP=2
 #   CG_WARMUP=500 CG_COUNT=2000 IDLE_CONNS=10000 IDLE_HOLD=15 LOADGEN_CPU=0 SERVER_CPU=1
 #   KEEP_WORK=1 keeps the temporary directory (configs, logs, callgrind dumps).
 #
@@ -24,9 +24,10 @@ DURATION=${DURATION:-10}          # seconds per 64-connection and cold-token rou
 LAT_DURATION=${LAT_DURATION:-5}   # seconds per 1-connection (latency) round
 SSE_DURATION=${SSE_DURATION:-5}   # seconds per SSE round
 ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-2}               # seconds of unmeasured load per target before the rounds
 CONNS=${CONNS:-64}
 COLD_EVERY=${COLD_EVERY:-10}      # 1 request in COLD_EVERY carries a never-seen token
-COLD_RPS_MAX=${COLD_RPS_MAX:-15000}  # fresh tokens are minted for at most this rate (wrk warns if short)
+COLD_RPS_MAX=${COLD_RPS_MAX:-25000}  # fresh tokens are minted for at most this rate (wrk warns if short)
 CG_WARMUP=${CG_WARMUP:-500}
 CG_COUNT=${CG_COUNT:-2000}
 CG_CONNS=${CG_CONNS:-"1 16"}
@@ -333,9 +334,9 @@ throughput() {
     for t in direct-sse nginx-sse; do check_target "${url[$t]}" "$TOKEN_SSE" 'data: '; done
     check_target "${url[mcpgate-sse]}" "$TOKEN_SSE" 'data: '
 
-    log "warm-up (2 s per target)"
+    log "warm-up ($WARMUP s per target)"
     for t in direct nginx mcpgate; do
-        env TOKEN="$TOKEN" taskset -c "$LOADGEN_CPU" wrk -t1 -c"$CONNS" -d2s -s "$HERE/wrk.lua" "${url[$t]}" >/dev/null
+        env TOKEN="$TOKEN" taskset -c "$LOADGEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$HERE/wrk.lua" "${url[$t]}" >/dev/null
     done
 
     for r in $(seq 1 "$ROUNDS"); do
