@@ -82,7 +82,7 @@ impl Event {
         );
         plain_field(out, b",\"route\":", &self.route);
         let identity = match &self.principal {
-            Some(p) => p.audit_members.get_or_init(|| identity_members(p)),
+            Some(p) => p.audit_members(identity_members),
             None => ",\"granted_scopes\":[]",
         };
         out.extend_from_slice(identity.as_bytes());
@@ -372,15 +372,15 @@ mod tests {
         let event = Event {
             request_id: HeaderValue::from_static("req-1"),
             route: Arc::from("calendar"),
-            principal: Some(Principal::new(
-                PrincipalKind::Jwt,
-                "https://issuer.example/\u{7f}".into(),
-                "ann \"the admin\" \\ o'neil\n\u{1}é".into(),
-                None,
-                Arc::from([Box::from("a:b"), Box::from("c")]),
-                None,
-                "fp1".into(),
-            )),
+            principal: Some(Principal::from(Identity {
+                kind: PrincipalKind::Jwt,
+                issuer: "https://issuer.example/\u{7f}".into(),
+                subject: "ann \"the admin\" \\ o'neil\n\u{1}é".into(),
+                client_id: None,
+                scopes: Arc::from([Box::from("a:b"), Box::from("c")]),
+                expires_at: None,
+                token_fingerprint: "fp1".into(),
+            })),
             method: "tools/call".into(),
             target: Some("get\tevents".into()),
             decision: "allow",

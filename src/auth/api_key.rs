@@ -2,7 +2,7 @@
 
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use super::{Principal, PrincipalKind, hex};
+use super::{Identity, Principal, PrincipalKind, hex};
 
 /// One accepted key of a route. Only the hash is kept in memory.
 #[derive(Clone, Debug)]
@@ -47,15 +47,15 @@ pub(crate) fn find<'a>(keys: &'a [ApiKey], presented: &[u8; 32]) -> Option<&'a A
 }
 
 pub(crate) fn principal(key: &ApiKey, fingerprint: String) -> Principal {
-    Principal::new(
-        PrincipalKind::ApiKey,
-        API_KEY_ISSUER.into(),
-        key.subject.as_str().into(),
-        None,
-        key.scopes.iter().map(|s| Box::from(s.as_str())).collect(),
-        None,
-        fingerprint.into(),
-    )
+    Principal::from(Identity {
+        kind: PrincipalKind::ApiKey,
+        issuer: API_KEY_ISSUER.into(),
+        subject: key.subject.as_str().into(),
+        client_id: None,
+        scopes: key.scopes.iter().map(|s| Box::from(s.as_str())).collect(),
+        expires_at: None,
+        token_fingerprint: fingerprint.into(),
+    })
 }
 
 #[cfg(test)]

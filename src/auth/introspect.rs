@@ -15,7 +15,7 @@ use super::error::{AuthError, FetchError, Malformed};
 use super::jwks::IssuerKeys;
 use super::jwt::{unix_now, unix_time};
 use super::settings::IntrospectionSettings;
-use super::{Principal, PrincipalKind};
+use super::{Identity, Principal, PrincipalKind};
 
 /// Cache key: (issuer index, SHA-256 of the token). Never the token itself (OAuth 2.1 §7.1).
 pub(crate) type IntrospectionKey = (usize, [u8; 32]);
@@ -186,15 +186,15 @@ fn interpret(
         }
         None => settings.cache_ttl,
     };
-    let principal = Principal::new(
-        PrincipalKind::Introspected,
-        issuer.settings.issuer.as_str().into(),
-        subject.into(),
-        client_id.map(Into::into),
-        ScopeClaim::merge(r.scope, None),
-        r.exp.map(unix_time),
-        Arc::from(fingerprint),
-    );
+    let principal = Principal::from(Identity {
+        kind: PrincipalKind::Introspected,
+        issuer: issuer.settings.issuer.as_str().into(),
+        subject: subject.into(),
+        client_id: client_id.map(Into::into),
+        scopes: ScopeClaim::merge(r.scope, None),
+        expires_at: r.exp.map(unix_time),
+        token_fingerprint: Arc::from(fingerprint),
+    });
     let audiences = audiences_of(r.aud.as_ref());
     Introspected {
         outcome: Outcome::Active {

@@ -14,7 +14,7 @@ use super::claims::{Audience, ScopeClaim, audiences_of};
 use super::error::{AuthError, Malformed};
 use super::jwks::IssuerKeys;
 use super::keys::{KeySet, Selection, VerifyKey};
-use super::{Principal, PrincipalKind, RouteAuth};
+use super::{Identity, Principal, PrincipalKind, RouteAuth};
 
 /// A verified token before route-specific checks: what the verified-token cache stores.
 pub(crate) struct Verified {
@@ -295,15 +295,15 @@ fn principal_from(
         .or_else(|| client_id.clone())
         .ok_or(AuthError::Malformed(Malformed::Claim("sub")))?;
     let scopes = ScopeClaim::merge(claims.scope, claims.scp);
-    Ok(Principal::new(
-        PrincipalKind::Jwt,
-        issuer.settings.issuer.as_str().into(),
-        subject.into(),
-        client_id.map(Into::into),
+    Ok(Principal::from(Identity {
+        kind: PrincipalKind::Jwt,
+        issuer: issuer.settings.issuer.as_str().into(),
+        subject: subject.into(),
+        client_id: client_id.map(Into::into),
         scopes,
-        claims.exp.map(unix_time),
-        Arc::from(fingerprint),
-    ))
+        expires_at: claims.exp.map(unix_time),
+        token_fingerprint: Arc::from(fingerprint),
+    }))
 }
 
 pub(crate) fn unix_now() -> f64 {

@@ -66,7 +66,14 @@ pub enum PrincipalKind {
 /// verified credential: the verified-token cache, every request made with the token and every
 /// audit line about them hold the same [`Identity`], so passing it along copies no text.
 #[derive(Clone, Debug)]
-pub struct Principal(Arc<Identity>);
+pub struct Principal(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    identity: Identity,
+    /// The identity's members of an audit line, rendered once by the audit writer.
+    audit_members: OnceLock<Box<str>>,
+}
 
 #[derive(Debug)]
 pub struct Identity {
@@ -79,50 +86,43 @@ pub struct Identity {
     pub expires_at: Option<SystemTime>,
     /// [`token_fingerprint`] of the credential, safe for logs and audit.
     pub token_fingerprint: Arc<str>,
-    /// The identity's members of an audit line, rendered once by the audit writer.
-    pub(crate) audit_members: OnceLock<Box<str>>,
+}
+
+impl From<Identity> for Principal {
+    fn from(identity: Identity) -> Self {
+        Principal(Arc::new(Shared {
+            identity,
+            audit_members: OnceLock::new(),
+        }))
+    }
 }
 
 impl std::ops::Deref for Principal {
     type Target = Identity;
     fn deref(&self) -> &Identity {
-        &self.0
+        &self.0.identity
     }
 }
 
 impl Principal {
-    pub fn new(
-        kind: PrincipalKind,
-        issuer: Arc<str>,
-        subject: Arc<str>,
-        client_id: Option<Arc<str>>,
-        scopes: Arc<[Box<str>]>,
-        expires_at: Option<SystemTime>,
-        token_fingerprint: Arc<str>,
-    ) -> Self {
-        Principal(Arc::new(Identity {
-            kind,
-            issuer,
-            subject,
-            client_id,
-            scopes,
-            expires_at,
-            token_fingerprint,
-            audit_members: OnceLock::new(),
-        }))
-    }
-
     /// The principal of a request on a route that allows anonymous access.
     pub fn anonymous() -> Self {
-        Self::new(
-            PrincipalKind::Anonymous,
-            "anonymous".into(),
-            "anonymous".into(),
-            None,
-            Arc::from([]),
-            None,
-            Arc::from(""),
-        )
+        Principal::from(Identity {
+            kind: PrincipalKind::Anonymous,
+            issuer: "anonymous".into(),
+            subject: "anonymous".into(),
+            client_id: None,
+            scopes: Arc::from([]),
+            expires_at: None,
+            token_fingerprint: Arc::from(""),
+        })
+    }
+
+    /// The identity's audit-line members, rendered by `render` the first time they are asked for.
+    pub(crate) fn audit_members(&self, render: impl FnOnce(&Identity) -> Box<str>) -> &str {
+        self.0
+            .audit_members
+            .get_or_init(|| render(&self.0.identity))
     }
 }
 
