@@ -2,8 +2,11 @@
 # Load and cost comparison: direct upstream vs nginx reverse proxy vs mcpgate (issue #7).
 #
 # usage: tests/load/run.sh [all|throughput|memory|instructions|benches]
-#   all (default)  throughput + cold-token mix + peak RSS, 10k idle connections, instructions/request
-#   throughput     wrk rounds only (64 connections, 1 connection, SSE, cold-token mix) + peak RSS
+#   all (default)  throughput + cold-token mixes + peak RSS, 10k idle connections, instructions/request
+#   throughput     wrk rounds only (64 connections, 1 connection, SSE, cold-token mixes) + peak RSS
+#
+# The cold-token mixes run twice: ES256 tokens from the embedded dev issuer, and RS256 tokens from a
+# stand-in identity provider (an RSA key made per run, its JWKS served by the upstream nginx).
 #   memory         10,000 idle keep-alive connections: mcpgate RSS
 #   instructions   callgrind: instructions per request, nginx proxy vs mcpgate, + hot spots
 #   benches        the criterion benches (auth, classify_policy), short settings
@@ -146,6 +149,11 @@ http {
             default_type application/json;
             return 200 '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}';
         }
+        # The JWKS of the stand-in RS256 identity provider (mint_tokens.py --rsa-key).
+        location = /rs256/jwks.json {
+            default_type application/json;
+            alias $WORK/rs256-jwks.json;
+        }
         location = /sse {
             default_type text/event-stream;
             return 200 'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p-1","progress":1}}\n\nevent: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}\n\n';
@@ -197,10 +205,34 @@ http {
 EOF
 }
 
-# mcpgate: one JWT route with a tool policy (exact names, globs, catch-all) per upstream location.
+# bench_route ID PATH UPSTREAM ISSUER: a JWT route with the benchmark's tool policy (exact names, globs,
+# catch-all).
+bench_route() {
+    cat <<EOF
+
+[[routes]]
+id = "$1"
+path = "$2"
+upstream = "$3"
+issuers = ["$4"]
+scopes = ["mcp:tools"]
+
+[routes.tools]
+"echo" = []
+"get_events" = ["mcp:tools"]
+"get_*" = ["mcp:tools"]
+"delete_*" = ["bench:admin"]
+"list_*" = ["mcp:tools"]
+"*" = ["mcp:tools"]
+EOF
+}
+
+# mcpgate: the dev issuer and a stand-in RS256 identity provider, one route trusting each (the
+# RS256 one for the cold-token rounds per algorithm), and an SSE route.
 write_gateway_conf() {
     local file=$1 port=$2 admin=$3 upstream=$4 name=$5 header_timeout=${6:-10s}
-    cat >"$file" <<EOF
+    {
+        cat <<EOF
 [server]
 listen = "127.0.0.1:$port"
 header_read_timeout = "$header_timeout"
@@ -222,20 +254,15 @@ file = "audit-$name.jsonl"
 id = "dev"
 kind = "dev"
 
-[[routes]]
-id = "bench"
-path = "/bench/mcp"
-upstream = "http://127.0.0.1:$upstream/mcp"
-issuers = ["dev"]
-scopes = ["mcp:tools"]
-
-[routes.tools]
-"echo" = []
-"get_events" = ["mcp:tools"]
-"get_*" = ["mcp:tools"]
-"delete_*" = ["bench:admin"]
-"list_*" = ["mcp:tools"]
-"*" = ["mcp:tools"]
+[[issuers]]
+id = "rs256"
+issuer = "http://127.0.0.1:$upstream/rs256"
+jwks_uri = "http://127.0.0.1:$upstream/rs256/jwks.json"
+algorithms = ["RS256"]
+EOF
+        bench_route bench /bench/mcp "http://127.0.0.1:$upstream/mcp" dev
+        bench_route bench-rs256 /bench-rs256/mcp "http://127.0.0.1:$upstream/mcp" rs256
+        cat <<EOF
 
 [[routes]]
 id = "bench-sse"
@@ -249,6 +276,7 @@ scopes = ["mcp:tools"]
 "delete_*" = ["bench:admin"]
 "*" = ["mcp:tools"]
 EOF
+    } >"$file"
 }
 
 start_upstream() {
@@ -286,6 +314,16 @@ mint_tokens() {
     "$BIN" token --config "$GW_CONF" --route bench-sse --scope mcp:tools --ttl 60m >"$WORK/token-sse"
     TOKEN=$(cat "$WORK/token")
     TOKEN_SSE=$(cat "$WORK/token-sse")
+    TOKEN_RS256=$(mint_rs256 1)
+}
+
+# The public URL every instance's config shares (see write_gateway_conf); audiences derive from it.
+RS256_AUDIENCE=http://127.0.0.1:8443/bench-rs256/mcp
+
+# mint_rs256 COUNT: RS256 tokens for the bench-rs256 route, the dev token's claims otherwise.
+mint_rs256() {
+    "$PYTHON" "$HERE/mint_tokens.py" --rs256 "$WORK/rs256-key.pem" "$TOKEN" "$1" \
+        "http://127.0.0.1:$UP_PORT/rs256" "$RS256_AUDIENCE"
 }
 
 # A request through each target must succeed before any number is taken.
@@ -367,6 +405,21 @@ throughput() {
         run_wrk c$CONNS mcpgate-cold10 "$r" "${url[mcpgate]}" "$CONNS" "$DURATION" \
             TOKENS_FILE="$WORK/tokens-round-$(printf '%02d' $((r - 1)))" COLD_EVERY="$COLD_EVERY"
     done
+
+    # The same mix with RS256 tokens: an RSA-2048 verification costs a fraction of a P-256 one.
+    local rs_url="http://127.0.0.1:$GW_PORT/bench-rs256/mcp"
+    log "minting $((per_round * ROUNDS)) fresh RS256 tokens"
+    mint_rs256 $((per_round * ROUNDS)) >"$WORK/tokens-rs256-all"
+    split -l "$per_round" -d "$WORK/tokens-rs256-all" "$WORK/tokens-rs256-round-"
+    check_target "$rs_url" "$(sed -n '$p' "$WORK/tokens-rs256-all")" '"text":"ok"'
+    saved=$TOKEN
+    TOKEN=$TOKEN_RS256
+    for r in $(seq 1 "$ROUNDS"); do
+        run_wrk c$CONNS mcpgate-rs256-hot "$r" "$rs_url" "$CONNS" "$DURATION"
+        run_wrk c$CONNS mcpgate-rs256-cold10 "$r" "$rs_url" "$CONNS" "$DURATION" \
+            TOKENS_FILE="$WORK/tokens-rs256-round-$(printf '%02d' $((r - 1)))" COLD_EVERY="$COLD_EVERY"
+    done
+    TOKEN=$saved
     printf 'rss\tpeak_after_cold\t%s\t%s\n' "$(status_kib "$GW_PID" VmHWM)" "$(status_kib "$GW_PID" VmRSS)" >>"$RESULTS"
 }
 
@@ -504,6 +557,7 @@ main() {
     install_tools
     build
     ulimit -n 20000
+    "$PYTHON" "$HERE/mint_tokens.py" --rsa-key "$WORK/rs256-key.pem" "$WORK/rs256-jwks.json"
     start_upstream
     start_gateway main
     mint_tokens
