@@ -2,7 +2,7 @@
 """Turns run.sh's results.tsv into the Markdown tables of tests/load/README.md.
 
 Rows of results.tsv (tab-separated):
-  <phase> <target> <round> <requests> <duration_us> <p50_us> <p99_us> <fresh_tokens>
+  <phase> <target> <round> <requests> <duration_us> <p50_us> <p99_us> <fresh_tokens> <steal_pct>
   rss <label> <VmHWM_kib> <VmRSS_kib>
   idle <server> opened=… rss_before_kib=… rss_idle_kib=… hwm_kib=… server_fds_at_sample=… open_after_hold=…
   instr <target> <connections> <requests> <instructions>
@@ -28,9 +28,9 @@ def main(path):
         elif f[0] == "instr":
             instr.append((f[1], int(f[2]), int(f[3]), int(f[4])))
         else:
-            phase, target, _, reqs, dur, p50, p99, fresh = f
+            phase, target, _, reqs, dur, p50, p99, fresh, steal = f
             runs[(phase, target)].append(
-                (int(reqs) / (int(dur) / 1e6), float(p50), float(p99), int(fresh), int(reqs))
+                (int(reqs) / (int(dur) / 1e6), float(p50), float(p99), int(fresh), int(reqs), float(steal))
             )
 
     phases = []
@@ -48,6 +48,7 @@ def main(path):
                 len(rs),
                 sum(r[3] for r in rs),
                 sum(r[4] for r in rs),
+                statistics.median(r[5] for r in rs),
             )
             for (p, t), rs in runs.items()
             if p == phase
@@ -55,15 +56,15 @@ def main(path):
         base = next((t for t in med if t.startswith("direct")), None)
         ngx = next((t for t in med if t.startswith("nginx")), None)
         print(f"\n### {phase}\n")
-        print("| target | req/s (median) | req/s range | p50 µs | p99 µs | rps vs direct | rps vs nginx | p50 − direct µs | p99 vs nginx |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for t, (rps, p50, p99, lo, hi, n, fresh, reqs) in med.items():
+        print("| target | req/s (median) | req/s range | p50 µs | p99 µs | rps vs direct | rps vs nginx | p50 − direct µs | p99 vs nginx | steal % |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for t, (rps, p50, p99, lo, hi, n, fresh, reqs, steal) in med.items():
             vs_d = f"{rps / med[base][0]:.2f}×" if base else "–"
             vs_n = f"{rps / med[ngx][0]:.2f}×" if ngx else "–"
             add = f"{p50 - med[base][1]:+.0f}" if base else "–"
             p99n = f"{p99 / med[ngx][2]:.2f}×" if ngx else "–"
             name = t + (f" ({fresh} fresh tokens of {reqs} requests)" if fresh else "")
-            print(f"| {name} | {rps:,.0f} | {lo:,.0f}–{hi:,.0f} ({n} rounds) | {p50:.0f} | {p99:.0f} | {vs_d} | {vs_n} | {add} | {p99n} |")
+            print(f"| {name} | {rps:,.0f} | {lo:,.0f}–{hi:,.0f} ({n} rounds) | {p50:.0f} | {p99:.0f} | {vs_d} | {vs_n} | {add} | {p99n} | {steal:.1f} |")
 
     if rss:
         print("\n### mcpgate memory\n")

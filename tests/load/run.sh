@@ -338,20 +338,30 @@ check_target() {
 
 # --- throughput --------------------------------------------------------------------------------
 
+# Jiffies of all CPUs since boot: the total and the part stolen by the hypervisor (/proc/stat).
+cpu_jiffies() {
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9 }' /proc/stat
+}
+
 # run_wrk PHASE TARGET ROUND URL CONNS SECONDS [ENV=VALUE...]: one wrk run, one line in results.tsv.
+# Also records the share of CPU time the hypervisor stole during the run: on a shared VM, rounds
+# with steal are slower for reasons that have nothing to do with the target.
 run_wrk() {
     local phase=$1 target=$2 round=$3 url=$4 conns=$5 secs=$6
     shift 6
-    local line
+    local line total0 stolen0 total1 stolen1 steal
+    read -r total0 stolen0 < <(cpu_jiffies)
     line=$(env TOKEN="$TOKEN" "$@" taskset -c "$LOADGEN_CPU" \
         wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$HERE/wrk.lua" "$url" | grep '^RESULT ') ||
         die "wrk against $url produced no result"
+    read -r total1 stolen1 < <(cpu_jiffies)
+    steal=$(awk -v t=$((total1 - total0)) -v s=$((stolen1 - stolen0)) 'BEGIN { printf "%.1f", t ? 100 * s / t : 0 }')
     read -r _ reqs dur p50 p99 mean non2xx errs fresh wraps <<<"$line"
     ((non2xx == 0)) || die "$target: $non2xx non-2xx responses"
     ((errs == 0)) || log "WARN $target: $errs socket errors"
     ((wraps == 0)) || log "WARN $target: fresh tokens ran out and were reused ($wraps wraps)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$target" "$round" "$reqs" "$dur" "$p50" "$p99" "$fresh" >>"$RESULTS"
-    log "$phase $target round $round: $reqs requests in ${secs}s, p50 ${p50}us p99 ${p99}us${fresh:+, fresh tokens $fresh}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$target" "$round" "$reqs" "$dur" "$p50" "$p99" "$fresh" "$steal" >>"$RESULTS"
+    log "$phase $target round $round: $reqs requests in ${secs}s, p50 ${p50}us p99 ${p99}us${fresh:+, fresh tokens $fresh}, steal ${steal}%"
 }
 
 status_kib() {
