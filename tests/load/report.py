@@ -16,6 +16,7 @@ from collections import defaultdict
 
 def main(path):
     runs = defaultdict(list)
+    by_round = {}
     rss, idle, instr, syscalls = [], [], [], []
     for line in open(path):
         f = line.rstrip("\n").split("\t")
@@ -28,7 +29,8 @@ def main(path):
         elif f[0] == "instr":
             instr.append((f[1], int(f[2]), int(f[3]), int(f[4])))
         else:
-            phase, target, _, reqs, dur, p50, p99, fresh, steal = f
+            phase, target, rnd, reqs, dur, p50, p99, fresh, steal = f
+            by_round[(phase, target, rnd)] = (int(reqs) / (int(dur) / 1e6), float(p99))
             runs[(phase, target)].append(
                 (int(reqs) / (int(dur) / 1e6), float(p50), float(p99), int(fresh), int(reqs), float(steal))
             )
@@ -66,6 +68,10 @@ def main(path):
             name = t + (f" ({fresh} fresh tokens of {reqs} requests)" if fresh else "")
             print(f"| {name} | {rps:,.0f} | {lo:,.0f}–{hi:,.0f} ({n} rounds) | {p50:.0f} | {p99:.0f} | {vs_d} | {vs_n} | {add} | {p99n} | {steal:.1f} |")
 
+    for phase in phases:
+        if phase.startswith("interleaved"):
+            pairwise(phase, {k[1:]: v for k, v in by_round.items() if k[0] == phase})
+
     if rss:
         print("\n### mcpgate memory\n")
         print("| when | VmHWM (peak RSS) MiB | VmRSS MiB |")
@@ -96,6 +102,23 @@ def main(path):
         print("|---|---:|")
         for t, n, calls in syscalls:
             print(f"| {t} | {calls / n:.2f} |")
+
+
+def pairwise(phase, rounds):
+    """Per-round ratios of mcpgate to the nginx round just before it (run.sh interleaved)."""
+    rps, p99 = [], []
+    for (target, rnd), (r, p) in sorted(rounds.items()):
+        base = rounds.get(("nginx", rnd))
+        if target == "mcpgate" and base:
+            rps.append(r / base[0])
+            p99.append(p / base[1])
+    if not rps:
+        return
+    print(f"\n### {phase}: mcpgate / nginx, round by round\n")
+    print("| rounds | req/s ratio (median) | range | p99 ratio (median) | range |")
+    print("|---:|---:|---:|---:|---:|")
+    print(f"| {len(rps)} | {statistics.median(rps):.2f}× | {min(rps):.2f}–{max(rps):.2f}× | "
+          f"{statistics.median(p99):.2f}× | {min(p99):.2f}–{max(p99):.2f}× |")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@
 #   memory         10,000 idle keep-alive connections: mcpgate RSS
 #   instructions   callgrind: instructions per request, nginx proxy vs mcpgate, + hot spots
 #   benches        the criterion benches (auth, classify_policy), short settings
+#   interleaved    64 connections only, nginx and mcpgate alternating for IL_ROUNDS rounds: the
+#                  median of per-round ratios, robust to the host's drifts
 #
 # Knobs (environment): DURATION=10 LAT_DURATION=5 SSE_DURATION=5 ROUNDS=3 CONNS=64 WARMUP=2
 #   CG_WARMUP=500 CG_COUNT=2000 IDLE_CONNS=10000 IDLE_HOLD=15 LOADGEN_CPU=0 SERVER_CPU=1
+#   IL_ROUNDS=8 IL_DURATION=8
 #   KEEP_WORK=1 keeps the temporary directory (configs, logs, callgrind dumps).
 #
 # Every server runs pinned to SERVER_CPU, every load generator to LOADGEN_CPU. Every process this
@@ -36,6 +39,8 @@ CG_COUNT=${CG_COUNT:-2000}
 CG_CONNS=${CG_CONNS:-"1 16"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-15}
+IL_ROUNDS=${IL_ROUNDS:-8}         # interleaved mode: rounds of nginx, then mcpgate
+IL_DURATION=${IL_DURATION:-8}     # interleaved mode: seconds per round and target
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 PYTHON=${PYTHON:-python3}
@@ -433,6 +438,23 @@ throughput() {
     printf 'rss\tpeak_after_cold\t%s\t%s\n' "$(status_kib "$GW_PID" VmHWM)" "$(status_kib "$GW_PID" VmRSS)" >>"$RESULTS"
 }
 
+# On this shared VM a target's speed drifts by tens of per cent within minutes, so two 3-round
+# medians taken minutes apart can land far from each other. Rounds of nginx and mcpgate back to back,
+# compared pairwise, cancel most of that drift; report.py prints the median of the pairs' ratios.
+interleaved() {
+    local r url nginx_url="http://127.0.0.1:$PX_PORT/mcp" gw_url="http://127.0.0.1:$GW_PORT/bench/mcp"
+    check_target "$nginx_url" "$TOKEN" '"text":"ok"'
+    check_target "$gw_url" "$TOKEN" '"text":"ok"'
+    log "warm-up ($WARMUP s per target)"
+    for url in "$nginx_url" "$gw_url"; do
+        env TOKEN="$TOKEN" taskset -c "$LOADGEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$HERE/wrk.lua" "$url" >/dev/null
+    done
+    for r in $(seq 1 "$IL_ROUNDS"); do
+        run_wrk interleaved-c$CONNS nginx "$r" "$nginx_url" "$CONNS" "$IL_DURATION"
+        run_wrk interleaved-c$CONNS mcpgate "$r" "$gw_url" "$CONNS" "$IL_DURATION"
+    done
+}
+
 # --- memory with idle connections ------------------------------------------------------------
 
 idle_memory() {
@@ -557,8 +579,8 @@ benches() {
 
 main() {
     case "$MODE" in
-    all | throughput | memory | instructions | benches) ;;
-    *) die "unknown mode $MODE (all|throughput|memory|instructions|benches)" ;;
+    all | throughput | memory | instructions | benches | interleaved) ;;
+    *) die "unknown mode $MODE (all|throughput|memory|instructions|benches|interleaved)" ;;
     esac
     if [[ "$MODE" == benches ]]; then
         benches
@@ -571,6 +593,11 @@ main() {
     start_upstream
     start_gateway main
     mint_tokens
+    if [[ "$MODE" == interleaved ]]; then
+        start_proxy
+        interleaved
+        stop "$PX_PID"
+    fi
     if [[ "$MODE" == all || "$MODE" == throughput ]]; then
         start_proxy
         throughput
