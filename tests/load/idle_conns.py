@@ -5,15 +5,18 @@ Reports the server's VmRSS (from /proc/PID/status) before, while all connections
 how many connections the server still kept open at the end of the hold. Bounded: every phase has
 a deadline, and the script exits after HOLD seconds.
 
-usage: idle_conns.py HOST PORT PATH TOKEN_FILE SERVER_PID COUNT HOLD_SECONDS
+usage: idle_conns.py HOST PORT PATH TOKEN_FILE SERVER_PID COUNT HOLD_SECONDS [METRICS_URL]
 Prints: IDLE opened=<n> rss_before_kib=<k> rss_idle_kib=<k> hwm_kib=<k> server_fds_at_sample=<n>
-        open_after_hold=<n>
+        open_after_hold=<n> rss_after_hold_kib=<k> [parked_at_sample=<n>]
+With METRICS_URL (mcpgate's admin /metrics), parked_at_sample is mcpgate_parked_connections read
+right after the RSS sample: how many of the connections held no hyper state at that moment.
 """
 import os
 import selectors
 import socket
 import sys
 import time
+import urllib.request
 
 from httpclient import build_request
 
@@ -80,8 +83,17 @@ def still_open(socks):
     return alive
 
 
+def parked(metrics_url):
+    with urllib.request.urlopen(metrics_url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("mcpgate_parked_connections "):
+                return int(float(line.split()[1]))
+    raise SystemExit("idle_conns: no mcpgate_parked_connections in the metrics")
+
+
 def main():
     host, port, path, token_file, pid, count, hold = sys.argv[1:8]
+    metrics_url = sys.argv[8] if len(sys.argv) > 8 else None
     port, pid, count, hold = int(port), int(pid), int(count), float(hold)
     token = open(token_file).read().strip()
     request = build_request(host, port, path, token, BODY)
@@ -93,13 +105,16 @@ def main():
     time.sleep(2)  # let the server settle: responses flushed, per-connection state idle
     rss_idle = status_kib(pid, "VmRSS")
     server_fds = len(os.listdir(f"/proc/{pid}/fd"))
+    parked_now = f" parked_at_sample={parked(metrics_url)}" if metrics_url else ""
     time.sleep(max(0.0, hold - 2))
     alive = still_open(socks)
     hwm = status_kib(pid, "VmHWM")
+    rss_after = status_kib(pid, "VmRSS")
     for s in socks:
         s.close()
     print(f"IDLE opened={len(socks)} rss_before_kib={rss_before} rss_idle_kib={rss_idle} "
-          f"hwm_kib={hwm} server_fds_at_sample={server_fds} open_after_hold={alive}")
+          f"hwm_kib={hwm} server_fds_at_sample={server_fds} open_after_hold={alive} "
+          f"rss_after_hold_kib={rss_after}{parked_now}")
 
 
 if __name__ == "__main__":

@@ -80,13 +80,14 @@ def main(path):
             print(f"| {label} | {hwm / 1024:.1f} | {cur / 1024:.1f} |")
     if idle:
         print("\n### idle keep-alive connections (fresh server, one request per connection, then idle)\n")
-        print("| server | connections | server fds at sample | RSS before MiB | RSS with all idle MiB | per connection KiB | still open after hold |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| server | connections | server fds at sample | parked at sample | RSS before MiB | RSS with all idle MiB | per connection KiB | RSS after hold MiB | still open after hold |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for server, d in idle:
             n = int(d["opened"])
             before, during = int(d["rss_before_kib"]), int(d["rss_idle_kib"])
-            print(f"| {server} | {n} | {d.get('server_fds_at_sample', '?')} | {before / 1024:.1f} | {during / 1024:.1f} | "
-                  f"{(during - before) / n:.1f} | {d['open_after_hold']} |")
+            after = f"{int(d['rss_after_hold_kib']) / 1024:.1f}" if "rss_after_hold_kib" in d else "–"
+            print(f"| {server} | {n} | {d.get('server_fds_at_sample', '?')} | {d.get('parked_at_sample', '–')} | "
+                  f"{before / 1024:.1f} | {during / 1024:.1f} | {(during - before) / n:.1f} | {after} | {d['open_after_hold']} |")
     if instr:
         print("\n### instructions per request (callgrind, user space, whole process)\n")
         print("| connections | nginx proxy | mcpgate | ratio |")

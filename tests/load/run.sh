@@ -300,14 +300,16 @@ start_proxy() {
     wait_port "$PX_PORT"
 }
 
-# start_gateway NAME [wrapper...]: a fresh mcpgate with its own ports; sets GW_PORT, GW_PID, GW_CONF.
+# start_gateway NAME [wrapper...]: a fresh mcpgate with its own ports; sets GW_PORT, GW_ADMIN, GW_PID,
+# GW_CONF.
 # HEADER_TIMEOUT overrides server.header_read_timeout (default 10s).
 start_gateway() {
     local name=$1
     shift
     GW_PORT=$(free_port)
+    GW_ADMIN=$(free_port)
     GW_CONF=$WORK/gateway-$name.toml
-    write_gateway_conf "$GW_CONF" "$GW_PORT" "$(free_port)" "$UP_PORT" "$name" "${HEADER_TIMEOUT:-10s}"
+    write_gateway_conf "$GW_CONF" "$GW_PORT" "$GW_ADMIN" "$UP_PORT" "$name" "${HEADER_TIMEOUT:-10s}"
     start "gateway-$name" taskset -c "$SERVER_CPU" "$@" "$BIN" --config "$GW_CONF" --log-filter warn
     GW_PID=$LAST_PID
     wait_port "$GW_PORT"
@@ -464,7 +466,8 @@ idle_memory() {
     HEADER_TIMEOUT=600s start_gateway idle
     local line
     line=$(ulimit -n 20000 && cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" idle_conns.py \
-        127.0.0.1 "$GW_PORT" /bench/mcp "$WORK/token" "$GW_PID" "$IDLE_CONNS" "$IDLE_HOLD" | grep '^IDLE ') ||
+        127.0.0.1 "$GW_PORT" /bench/mcp "$WORK/token" "$GW_PID" "$IDLE_CONNS" "$IDLE_HOLD" \
+        "http://127.0.0.1:$GW_ADMIN/metrics" | grep '^IDLE ') ||
         die "idle connection client failed (see above)"
     log "mcpgate: $line"
     printf 'idle\tmcpgate\t%s\n' "${line#IDLE }" >>"$RESULTS"
