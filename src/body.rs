@@ -70,6 +70,12 @@ where
                     joined = Some(buf);
                 }
             }
+            // Once a sized body has delivered its last byte, asking for the end-of-stream frame
+            // would only wait for hyper's next turn (a second wake-up of the connection task
+            // per request: tests/load/README.md, seventh session).
+            if body.is_end_stream() {
+                break;
+            }
         }
         Ok(joined.map_or(first, BytesMut::freeze))
     })
