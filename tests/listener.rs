@@ -554,16 +554,45 @@ async fn a_quiet_http1_connection_is_parked_and_serves_the_next_request() {
         let req = http1_post("/mcp", &["Content-Type: application/json"], &ping(id));
         conn.send_text(&req).await;
         assert_eq!(conn.response().await.json()["id"], id);
-        let parked = async {
-            while gw.metrics().await.count("mcpgate_parked_connections", &[]) != 1.0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), parked)
-            .await
-            .expect("the connection parks once quiet");
+        wait_until_parked(&gw, "the connection parks once quiet").await;
     }
     assert_eq!(upstream.requests().len(), 2);
     let m = gw.metrics().await;
     assert_eq!(m.count("mcpgate_open_connections", &[]), 1.0, "{}", m.0);
+}
+
+/// The connection turns quiet while a response streams, so parking is allowed before the
+/// response ends; the end of the response must then park it at once, not at the idle timeout.
+#[tokio::test]
+async fn a_connection_quiet_during_a_long_response_parks_when_it_ends() {
+    let events = [sse_event(1, "first"), sse_event(2, "second")];
+    let upstream = UpstreamServer::start(move |_| Reply::sse(&events, PAUSE)).await;
+    let gw = GatewayBuilder::new()
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")))
+        .start()
+        .await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    let accept = "Accept: application/json, text/event-stream";
+    let req = http1_post(
+        "/mcp",
+        &["Content-Type: application/json", accept],
+        &ping(1),
+    );
+    conn.send_text(&req).await;
+    let resp = conn.response().await;
+    assert_eq!(resp.status, 200);
+    assert!(String::from_utf8_lossy(&resp.body).contains("second"));
+    wait_until_parked(&gw, "the connection parks once the response has ended").await;
+}
+
+/// Fails with `why` unless exactly one connection is parked within 5 s.
+async fn wait_until_parked(gw: &TestGateway, why: &str) {
+    let parked = async {
+        while gw.metrics().await.count("mcpgate_parked_connections", &[]) != 1.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), parked)
+        .await
+        .expect(why);
 }

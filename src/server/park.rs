@@ -91,15 +91,13 @@ impl Exchange {
     }
 
     /// Only an answered exchange with nothing left to read arms: an early response (401, 413)
-    /// leaves the body unread, and hyper then closes the connection itself.
+    /// leaves the body unread, and hyper then closes the connection itself. The connection
+    /// may have turned quiet before the answer ended (a slow stream); it arms all the same.
     fn try_arm(&self) -> bool {
         self.state
-            .compare_exchange(
-                ANSWERED,
-                ANSWERED | ARMED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & !QUIET == ANSWERED).then_some(s | ARMED)
+            })
             .is_ok()
     }
 
@@ -305,11 +303,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ParkIo<T> {
     }
 
     /// hyper flushes the IO only once its own write buffer is empty, so a flush after the
-    /// answer means every response byte has reached the socket. The wake makes hyper read
-    /// again, which is where it will find end-of-file.
+    /// answer means every response byte has reached the socket. If the connection turned quiet
+    /// during the response, the wake makes hyper read again, which is where it will find
+    /// end-of-file. Otherwise the connection's timer allows parking later and polls hyper
+    /// then: a wake here would cost every busy connection a wasted turn per request.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let flushed = Pin::new(&mut self.inner).poll_flush(cx);
-        if matches!(flushed, Poll::Ready(Ok(()))) && self.exchange.try_arm() {
+        if matches!(flushed, Poll::Ready(Ok(())))
+            && self.exchange.try_arm()
+            && self.exchange.quiet()
+        {
             cx.waker().wake_by_ref();
         }
         flushed
