@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load and cost comparison: direct upstream vs nginx reverse proxy vs mcpgate (issue #7).
 #
-# usage: tests/load/run.sh [all|throughput|memory|instructions|benches]
+# usage: tests/load/run.sh [all|throughput|memory|instructions|benches|interleaved|pgo]
 #   all (default)  throughput + cold-token mixes + peak RSS, 10k idle connections, instructions/request
 #   throughput     wrk rounds only (64 connections, 1 connection, SSE, cold-token mixes) + peak RSS
 #
@@ -12,6 +12,10 @@
 #   benches        the criterion benches (auth, classify_policy), short settings
 #   interleaved    64 connections only, nginx and mcpgate alternating for IL_ROUNDS rounds: the
 #                  median of per-round ratios, robust to the host's drifts
+#   pgo            build the profile-guided binary only (tests/load/pgo.sh), into target/pgo
+#
+# PGO=1 measures the profile-guided build instead of plain `cargo build --release` (any mode);
+# MCPGATE_BIN=path measures that binary and builds nothing.
 #
 # Knobs (environment): DURATION=10 LAT_DURATION=5 SSE_DURATION=5 ROUNDS=3 CONNS=64 WARMUP=2
 #   CG_WARMUP=500 CG_COUNT=2000 IDLE_CONNS=10000 IDLE_HOLD=15 LOADGEN_CPU=0 SERVER_CPU=1
@@ -121,12 +125,24 @@ install_tools() {
 }
 
 build() {
-    log "cargo build --release --locked"
-    (cd "$ROOT" && cargo build --release --locked -q)
-    # A private copy: another build may replace target/release/mcpgate while we measure.
-    cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/mcpgate" "$WORK/mcpgate"
+    local bin
+    if [[ -n "${MCPGATE_BIN:-}" && "$MODE" != pgo ]]; then
+        bin=$MCPGATE_BIN
+    elif [[ "${PGO:-0}" == 1 || "$MODE" == pgo ]]; then
+        pgo_build
+        bin=$(pgo_dir)/use/release/mcpgate
+    else
+        log "cargo build --release --locked"
+        (cd "$ROOT" && cargo build --release --locked -q)
+        bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/mcpgate
+    fi
+    # A private copy: another build may replace the binary while we measure.
+    cp "$bin" "$WORK/mcpgate"
     BIN=$WORK/mcpgate
 }
+
+# shellcheck source=tests/load/pgo.sh
+source "$HERE/pgo.sh"
 
 # --- servers -----------------------------------------------------------------------------------
 
@@ -235,7 +251,7 @@ EOF
 # mcpgate: the dev issuer and a stand-in RS256 identity provider, one route trusting each (the
 # RS256 one for the cold-token rounds per algorithm), and an SSE route.
 write_gateway_conf() {
-    local file=$1 port=$2 admin=$3 upstream=$4 name=$5 header_timeout=${6:-10s}
+    local file=$1 port=$2 admin=$3 upstream=$4 name=$5 header_timeout=${6:-10s} cert key
     {
         cat <<EOF
 [server]
@@ -281,6 +297,11 @@ scopes = ["mcp:tools"]
 "delete_*" = ["bench:admin"]
 "*" = ["mcp:tools"]
 EOF
+        # GW_TLS="CERT KEY": serve HTTPS (the PGO training run).
+        if [[ -n "${GW_TLS:-}" ]]; then
+            read -r cert key <<<"$GW_TLS"
+            printf '\n[server.tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$cert" "$key"
+        fi
     } >"$file"
 }
 
@@ -582,18 +603,22 @@ benches() {
 
 main() {
     case "$MODE" in
-    all | throughput | memory | instructions | benches | interleaved) ;;
-    *) die "unknown mode $MODE (all|throughput|memory|instructions|benches|interleaved)" ;;
+    all | throughput | memory | instructions | benches | interleaved | pgo) ;;
+    *) die "unknown mode $MODE (all|throughput|memory|instructions|benches|interleaved|pgo)" ;;
     esac
     if [[ "$MODE" == benches ]]; then
         benches
         return
     fi
     install_tools
-    build
     ulimit -n 20000
     "$PYTHON" "$HERE/mint_tokens.py" --rsa-key "$WORK/rs256-key.pem" "$WORK/rs256-jwks.json"
+    # Before the build: a PGO build trains against this upstream.
     start_upstream
+    build
+    if [[ "$MODE" == pgo ]]; then
+        return
+    fi
     start_gateway main
     mint_tokens
     if [[ "$MODE" == interleaved ]]; then
