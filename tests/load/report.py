@@ -106,20 +106,26 @@ def main(path):
 
 
 def pairwise(phase, rounds):
-    """Per-round ratios of mcpgate to the nginx round just before it (run.sh interleaved)."""
-    rps, p99 = [], []
-    for (target, rnd), (r, p) in sorted(rounds.items()):
-        base = rounds.get(("nginx", rnd))
-        if target == "mcpgate" and base:
-            rps.append(r / base[0])
-            p99.append(p / base[1])
-    if not rps:
+    """Per-round ratios to the nginx round just before (run.sh interleaved), and with COMPARE_BIN,
+    of the compared build to the main one in the same round."""
+    rows = []
+    for target, base_name in (("mcpgate", "nginx"), ("mcpgate-compare", "nginx"), ("mcpgate-compare", "mcpgate")):
+        rps, p99 = [], []
+        for (t, rnd), (r, p) in sorted(rounds.items()):
+            base = rounds.get((base_name, rnd))
+            if t == target and base:
+                rps.append(r / base[0])
+                p99.append(p / base[1])
+        if rps:
+            rows.append((f"{target} / {base_name}", rps, p99))
+    if not rows:
         return
-    print(f"\n### {phase}: mcpgate / nginx, round by round\n")
-    print("| rounds | req/s ratio (median) | range | p99 ratio (median) | range |")
-    print("|---:|---:|---:|---:|---:|")
-    print(f"| {len(rps)} | {statistics.median(rps):.2f}× | {min(rps):.2f}–{max(rps):.2f}× | "
-          f"{statistics.median(p99):.2f}× | {min(p99):.2f}–{max(p99):.2f}× |")
+    print(f"\n### {phase}: ratios round by round\n")
+    print("| ratio | rounds | req/s ratio (median) | range | p99 ratio (median) | range |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, rps, p99 in rows:
+        print(f"| {name} | {len(rps)} | {statistics.median(rps):.2f}× | {min(rps):.2f}–{max(rps):.2f}× | "
+              f"{statistics.median(p99):.2f}× | {min(p99):.2f}–{max(p99):.2f}× |")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@
 #
 # Knobs (environment): DURATION=10 LAT_DURATION=5 SSE_DURATION=5 ROUNDS=3 CONNS=64 WARMUP=2
 #   CG_WARMUP=500 CG_COUNT=2000 IDLE_CONNS=10000 IDLE_HOLD=15 LOADGEN_CPU=0 SERVER_CPU=1
-#   IL_ROUNDS=8 IL_DURATION=8
+#   IL_ROUNDS=8 IL_DURATION=8 COMPARE_BIN=path (interleaved: a second build in the same rounds)
 #   KEEP_WORK=1 keeps the temporary directory (configs, logs, callgrind dumps).
 #
 # Every server runs pinned to SERVER_CPU, every load generator to LOADGEN_CPU. Every process this
@@ -464,18 +464,42 @@ throughput() {
 # On this shared VM a target's speed drifts by tens of per cent within minutes, so two 3-round
 # medians taken minutes apart can land far from each other. Rounds of nginx and mcpgate back to back,
 # compared pairwise, cancel most of that drift; report.py prints the median of the pairs' ratios.
+il_run() {
+    run_wrk "interleaved-c$CONNS" "$1" "$2" "$3" "$CONNS" "$IL_DURATION"
+}
+
 interleaved() {
     local r url nginx_url="http://127.0.0.1:$PX_PORT/mcp" gw_url="http://127.0.0.1:$GW_PORT/bench/mcp"
+    local cmp_url="" cmp_pid saved=("$GW_PORT" "$GW_ADMIN" "$GW_CONF" "$GW_PID")
+    # COMPARE_BIN=path: a second gateway from that binary in the same rounds (an A/B of two builds).
+    if [[ -n "${COMPARE_BIN:-}" ]]; then
+        cp "$COMPARE_BIN" "$WORK/mcpgate-compare"
+        BIN=$WORK/mcpgate-compare start_gateway compare
+        cmp_url="http://127.0.0.1:$GW_PORT/bench/mcp"
+        cmp_pid=$GW_PID
+        GW_PORT=${saved[0]} GW_ADMIN=${saved[1]} GW_CONF=${saved[2]} GW_PID=${saved[3]}
+    fi
+    for url in "$gw_url" $cmp_url; do check_target "$url" "$TOKEN" '"text":"ok"'; done
     check_target "$nginx_url" "$TOKEN" '"text":"ok"'
-    check_target "$gw_url" "$TOKEN" '"text":"ok"'
     log "warm-up ($WARMUP s per target)"
-    for url in "$nginx_url" "$gw_url"; do
+    for url in "$nginx_url" "$gw_url" $cmp_url; do
         env TOKEN="$TOKEN" taskset -c "$LOADGEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$HERE/wrk.lua" "$url" >/dev/null
     done
     for r in $(seq 1 "$IL_ROUNDS"); do
-        run_wrk interleaved-c$CONNS nginx "$r" "$nginx_url" "$CONNS" "$IL_DURATION"
-        run_wrk interleaved-c$CONNS mcpgate "$r" "$gw_url" "$CONNS" "$IL_DURATION"
+        il_run nginx "$r" "$nginx_url"
+        if [[ -z "$cmp_url" ]]; then
+            il_run mcpgate "$r" "$gw_url"
+        elif ((r % 2)); then
+            il_run mcpgate "$r" "$gw_url"
+            il_run mcpgate-compare "$r" "$cmp_url"
+        else
+            il_run mcpgate-compare "$r" "$cmp_url"
+            il_run mcpgate "$r" "$gw_url"
+        fi
     done
+    if [[ -n "$cmp_url" ]]; then
+        stop "$cmp_pid"
+    fi
 }
 
 # --- memory with idle connections ------------------------------------------------------------
