@@ -5,7 +5,8 @@
 # Three steps:
 #   1. an instrumented release build (`-Cprofile-generate`);
 #   2. a training run of that build, with this harness's upstream, routes and token mixes:
-#      the traffic the figures are measured with, plus denials and one-connection traffic;
+#      the traffic the figures are measured with, plus one-connection traffic, refusals, and
+#      HTTPS over HTTP/1.1 and HTTP/2;
 #   3. a release build that uses the merged profile (`-Cprofile-use`).
 # LLVM then inlines and lays out code by measured frequency instead of guessing: on this
 # harness, 20 % fewer instructions per proxied request (tests/load/README.md).
