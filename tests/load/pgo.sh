@@ -73,13 +73,13 @@ pgo_train() {
     u=http://127.0.0.1:$GW_PORT
     "$PYTHON" "$HERE/mint_tokens.py" "$WORK/state/dev-issuer-key.pem" "$TOKEN" 5000 >"$WORK/tokens-pgo-es256"
     mint_rs256 5000 >"$WORK/tokens-pgo-rs256"
-    train_wrk 64 8 "$u/bench/mcp" TOKEN="$TOKEN"
-    train_wrk 64 3 "$u/bench-sse/mcp" TOKEN="$TOKEN_SSE"
-    train_wrk 64 3 "$u/bench/mcp" TOKEN="$TOKEN" TOKENS_FILE="$WORK/tokens-pgo-es256" COLD_EVERY=10
-    train_wrk 64 3 "$u/bench-rs256/mcp" TOKEN="$TOKEN_RS256" TOKENS_FILE="$WORK/tokens-pgo-rs256" COLD_EVERY=10
-    train_wrk 1 2 "$u/bench/mcp" TOKEN="$TOKEN"
-    train_wrk 1 1 "$u/bench/mcp" TOKEN=not-a-token
-    train_wrk 1 1 "$u/bench/mcp" TOKEN="$TOKEN" BODY="$denied"
+    unmeasured_wrk 64 8 "$u/bench/mcp" TOKEN="$TOKEN"
+    unmeasured_wrk 64 3 "$u/bench-sse/mcp" TOKEN="$TOKEN_SSE"
+    unmeasured_wrk 64 3 "$u/bench/mcp" TOKEN="$TOKEN" TOKENS_FILE="$WORK/tokens-pgo-es256" COLD_EVERY=10
+    unmeasured_wrk 64 3 "$u/bench-rs256/mcp" TOKEN="$TOKEN_RS256" TOKENS_FILE="$WORK/tokens-pgo-rs256" COLD_EVERY=10
+    unmeasured_wrk 1 2 "$u/bench/mcp" TOKEN="$TOKEN"
+    unmeasured_wrk 1 1 "$u/bench/mcp" TOKEN=not-a-token
+    unmeasured_wrk 1 1 "$u/bench/mcp" TOKEN="$TOKEN" BODY="$denied"
     # The instrumented binary writes its profile when it exits normally, so SIGTERM, not KILL.
     stop "$GW_PID"
     pgo_train_tls
@@ -92,18 +92,10 @@ pgo_train_tls() {
         -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/tls-key.pem" -out "$WORK/tls-cert.pem" 2>/dev/null
     GW_TLS="$WORK/tls-cert.pem $WORK/tls-key.pem" start_gateway train-tls
     u=https://127.0.0.1:$GW_PORT/bench/mcp
-    train_wrk 64 3 "$u" TOKEN="$TOKEN"
+    unmeasured_wrk 64 3 "$u" TOKEN="$TOKEN"
     printf '%s' "$BODY" >"$WORK/body.json"
     taskset -c "$LOADGEN_CPU" h2load -D 3 -c 16 -m 4 -d "$WORK/body.json" \
         -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
         -H 'accept: application/json, text/event-stream' "$u" >/dev/null
     stop "$GW_PID"
-}
-
-# train_wrk CONNS SECONDS URL [VAR=value ...]: unmeasured load; refusals are expected here.
-train_wrk() {
-    local conns=$1 secs=$2 url=$3
-    shift 3
-    env "$@" taskset -c "$LOADGEN_CPU" \
-        wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$HERE/wrk.lua" "$url" >/dev/null
 }

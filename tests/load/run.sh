@@ -392,6 +392,15 @@ run_wrk() {
     log "$phase $target round $round: $reqs requests in ${secs}s, p50 ${p50}us p99 ${p99}us${fresh:+, fresh tokens $fresh}, steal ${steal}%"
 }
 
+# unmeasured_wrk CONNS SECONDS URL [VAR=value ...]: load whose figures are not kept (warm-up,
+# PGO training); refusals are expected in the training.
+unmeasured_wrk() {
+    local conns=$1 secs=$2 url=$3
+    shift 3
+    env "$@" taskset -c "$LOADGEN_CPU" \
+        wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$HERE/wrk.lua" "$url" >/dev/null
+}
+
 status_kib() {
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }
@@ -412,7 +421,7 @@ throughput() {
 
     log "warm-up ($WARMUP s per target)"
     for t in direct nginx mcpgate; do
-        env TOKEN="$TOKEN" taskset -c "$LOADGEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$HERE/wrk.lua" "${url[$t]}" >/dev/null
+        unmeasured_wrk "$CONNS" "$WARMUP" "${url[$t]}" TOKEN="$TOKEN"
     done
 
     for r in $(seq 1 "$ROUNDS"); do
@@ -464,10 +473,6 @@ throughput() {
 # On this shared VM a target's speed drifts by tens of per cent within minutes, so two 3-round
 # medians taken minutes apart can land far from each other. Rounds of nginx and mcpgate back to back,
 # compared pairwise, cancel most of that drift; report.py prints the median of the pairs' ratios.
-il_run() {
-    run_wrk "interleaved-c$CONNS" "$1" "$2" "$3" "$CONNS" "$IL_DURATION"
-}
-
 interleaved() {
     local r url nginx_url="http://127.0.0.1:$PX_PORT/mcp" gw_url="http://127.0.0.1:$GW_PORT/bench/mcp"
     local cmp_url="" cmp_pid saved=("$GW_PORT" "$GW_ADMIN" "$GW_CONF" "$GW_PID")
@@ -483,7 +488,7 @@ interleaved() {
     check_target "$nginx_url" "$TOKEN" '"text":"ok"'
     log "warm-up ($WARMUP s per target)"
     for url in "$nginx_url" "$gw_url" $cmp_url; do
-        env TOKEN="$TOKEN" taskset -c "$LOADGEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$HERE/wrk.lua" "$url" >/dev/null
+        unmeasured_wrk "$CONNS" "$WARMUP" "$url" TOKEN="$TOKEN"
     done
     for r in $(seq 1 "$IL_ROUNDS"); do
         il_run nginx "$r" "$nginx_url"
@@ -500,6 +505,11 @@ interleaved() {
     if [[ -n "$cmp_url" ]]; then
         stop "$cmp_pid"
     fi
+}
+
+# il_run TARGET ROUND URL: one measured round of the interleaved mode.
+il_run() {
+    run_wrk "interleaved-c$CONNS" "$1" "$2" "$3" "$CONNS" "$IL_DURATION"
 }
 
 # --- memory with idle connections ------------------------------------------------------------
