@@ -4,17 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
 const SECRET_VAR: &str = "MCPGATE_TEST_REPLICA_SESSION_SECRET";
 const SHARED_SECRET: &str = "replicas-share-this-session-secret-0123456789";
 const OTHER_SECRET: &str = "a-different-session-secret-for-replica-c-98765";
@@ -22,106 +18,22 @@ const UPSTREAM_SESSION: &str = "upstream-session-7f3a";
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"replica-test","version":"1"}}}"#;
 const PING: &str = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
 
-/// One gateway process. Dropping it kills the process (by its PID) and reaps it.
-struct Replica {
-    name: &'static str,
-    child: Child,
-    public: SocketAddr,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// One replica: a gateway process with the session secret in its environment.
+struct Replica(GatewayProcess);
 
 impl Replica {
-    /// Starts `mcpgate --config <config>` with the session secret in its environment, reads
-    /// the bound addresses from its start-up log line and waits for `/readyz`.
     async fn start(name: &'static str, config: &Path, secret: &str) -> Replica {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .args(["--log-format", "json", "--log-filter", "info"])
-            .env(SECRET_VAR, secret)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mcpgate");
-        let stderr = child.stderr.take().expect("stderr pipe");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel::<(SocketAddr, SocketAddr)>();
-        let lines = log.clone();
-        // Reads stderr to the end (so the pipe never fills), reporting the addresses once.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addrs) = started_line(&line)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addrs);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut replica = Replica {
-            name,
-            child,
-            public: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
-            log,
-        };
-        let addrs = tokio::time::timeout(Duration::from_secs(60), rx).await;
-        match addrs {
-            Ok(Ok((public, admin))) => {
-                replica.public = public;
-                replica.admin = admin;
-            }
-            _ => panic!(
-                "replica {name} did not report its addresses (exit: {:?}); log:\n{}",
-                replica.child.try_wait(),
-                replica.log_text()
-            ),
-        }
-        replica.wait_ready().await;
-        replica
+        Replica(GatewayProcess::start(name, config, "info", &[(SECRET_VAR, secret)]).await)
     }
 
     fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    async fn wait_ready(&self) {
-        let client = plain_client(HttpVersion::Auto);
-        let url = format!("http://{}/readyz", self.admin);
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                if let Ok(resp) = client.get(&url).send().await
-                    && resp.status() == 200
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
-        assert!(
-            ready.is_ok(),
-            "replica {} not ready within 30 s; log:\n{}",
-            self.name,
-            self.log_text()
-        );
+        self.0.log_text()
     }
 
     /// POSTs a JSON-RPC body to `/mcp` with a bearer token and optionally a session id.
     async fn post(&self, body: &str, token: &str, session: Option<&str>) -> reqwest::Response {
         let mut req = plain_client(HttpVersion::Auto)
-            .post(format!("http://{}/mcp", self.public))
+            .post(format!("http://{}/mcp", self.0.public))
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .bearer_auth(token)
@@ -132,19 +44,8 @@ impl Replica {
         }
         req.send()
             .await
-            .unwrap_or_else(|e| panic!("POST to replica {}: {e}", self.name))
+            .unwrap_or_else(|e| panic!("POST to replica {}: {e}", self.0.name))
     }
-}
-
-/// `listen` and `admin` from the JSON "mcpgate started" log event.
-fn started_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let v: Value = serde_json::from_str(line).ok()?;
-    if v["message"] != "mcpgate started" {
-        return None;
-    }
-    let public = v["listen"].as_str()?.parse().ok()?;
-    let admin = v["admin"].as_str()?.parse().ok()?;
-    Some((public, admin))
 }
 
 /// A config for one replica in `dir`: ephemeral loopback ports, the shared state directory

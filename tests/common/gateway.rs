@@ -222,6 +222,17 @@ impl GatewayBuilder {
     }
 }
 
+/// The Prometheus text of the admin listener at `admin`.
+pub async fn metrics_of(admin: SocketAddr) -> MetricsText {
+    let resp = plain_client(HttpVersion::Auto)
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics request");
+    assert_eq!(resp.status(), 200, "GET /metrics");
+    MetricsText(resp.text().await.expect("metrics body"))
+}
+
 /// A running gateway. Dropping it cancels it; `shutdown()` also waits for the drain.
 pub struct TestGateway {
     pub public_addr: SocketAddr,
@@ -283,13 +294,7 @@ impl TestGateway {
 
     /// The Prometheus text from the admin listener.
     pub async fn metrics(&self) -> MetricsText {
-        let resp = plain_client(HttpVersion::Auto)
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("metrics request");
-        assert_eq!(resp.status(), 200, "GET /metrics");
-        MetricsText(resp.text().await.expect("metrics body"))
+        metrics_of(self.admin_addr).await
     }
 
     /// Cancels the gateway and waits (up to 10 s) until it has drained and stopped.

@@ -1,9 +1,11 @@
-//! The shared integration-test harness: a test CA, a scripted upstream, a gateway builder and
-//! raw-socket helpers, all on ephemeral loopback ports. Each test binary uses a subset.
+//! The shared integration-test harness: a test CA, a scripted upstream, a gateway builder, the
+//! gateway as a separate process and raw-socket helpers, all on ephemeral loopback ports. Each
+//! test binary uses a subset.
 #![allow(dead_code, unused_imports)]
 
 pub mod gateway;
 pub mod issuer;
+pub mod process;
 pub mod raw;
 pub mod tls;
 pub mod upstream;
@@ -13,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use gateway::{GatewayBuilder, MetricsText, PUBLIC_URL, TestGateway, TestRoute, key_hash};
+pub use process::{BIN, GatewayProcess};
 pub use raw::{Closed, RawConn, RawResponse, to_wire};
 pub use tls::{HttpVersion, KeyKind, TestCa, TestCert, plain_client};
 pub use upstream::{Gate, Recorded, Reply, UpstreamServer, WireUpstream, sse_event, upstream_down};
