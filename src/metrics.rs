@@ -26,6 +26,7 @@ pub struct Metrics {
     tool_calls: IntCounterVec,
     rate_limited: IntCounterVec,
     reloads: IntCounterVec,
+    tls_failures: IntCounterVec,
     last_reload: prometheus::Gauge,
     sessions: IntGauge,
     audit_dropped: IntCounter,
@@ -148,6 +149,12 @@ impl Metrics {
                 "Config reload attempts by result (success, failure).",
                 &["result"],
             ),
+            tls_failures: counter(
+                &registry,
+                "mcpgate_tls_handshake_failures_total",
+                "TLS handshakes refused (error) or not finished within header_read_timeout (timeout).",
+                &["reason"],
+            ),
             registry,
             duration,
             open_connections,
@@ -219,6 +226,12 @@ impl Metrics {
 
     pub fn auth(&self, route: &str, result: &str, reason: &str) {
         self.auth.with_label_values(&[route, result, reason]).inc();
+    }
+
+    /// `reason`: "error" or "timeout". Peers choose how often this happens, so it is counted
+    /// rather than logged above debug level.
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_failures.with_label_values(&[reason]).inc();
     }
 
     pub fn rate_limited(&self, route: &str) {

@@ -261,8 +261,20 @@ impl Connection {
         let accept = acceptor.accept(stream);
         match tokio::time::timeout(self.limits.header_read_timeout, accept).await {
             Ok(Ok(tls)) => self.drive(Box::new(tls), info, activity, handler).await,
-            Ok(Err(e)) => debug!(client.ip = %info.peer.ip(), error = %e, "TLS handshake failed"),
-            Err(_) => debug!(client.ip = %info.peer.ip(), "TLS handshake timed out"),
+            Ok(Err(e)) => {
+                debug!(client.ip = %info.peer.ip(), error = %e, "TLS handshake failed");
+                self.tls_failed("error");
+            }
+            Err(_) => {
+                debug!(client.ip = %info.peer.ip(), "TLS handshake timed out");
+                self.tls_failed("timeout");
+            }
+        }
+    }
+
+    fn tls_failed(&self, reason: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.tls_handshake_failed(reason);
         }
     }
 

@@ -107,6 +107,14 @@ async fn tls_handshake_that_never_starts_is_closed_after_header_read_timeout() {
         conn.closed_within(Duration::from_secs(5)).await,
         Closed::Yes
     );
+    let metrics = gw.metrics().await;
+    let count = |reason| {
+        metrics.count(
+            "mcpgate_tls_handshake_failures_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!((count("timeout"), count("error")), (1.0, 0.0));
 }
 
 /// A gateway with a 1 s header-read timeout in front of an MCP upstream.
@@ -595,4 +603,119 @@ async fn wait_until_parked(gw: &TestGateway, why: &str) {
     tokio::time::timeout(Duration::from_secs(5), parked)
         .await
         .expect(why);
+}
+
+/// A TLS ClientHello record offering one TLS 1.3 suite and nothing else, with these names in
+/// its SNI extension (RFC 6066 §3), each sent as a `host_name` entry.
+fn client_hello(names: &[&[u8]]) -> Vec<u8> {
+    let u16be = |n: usize| u16::try_from(n).unwrap().to_be_bytes();
+    let mut list = Vec::new();
+    for name in names {
+        list.push(0); // host_name
+        list.extend(u16be(name.len()));
+        list.extend(*name);
+    }
+    let mut sni = vec![0, 0]; // server_name extension
+    sni.extend(u16be(list.len() + 2));
+    sni.extend(u16be(list.len()));
+    sni.extend(list);
+    let mut hello = vec![3, 3];
+    hello.extend([7; 32]); // random
+    hello.push(0); // no session id
+    hello.extend([0, 2, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    hello.extend([1, 0]); // null compression
+    hello.extend(u16be(sni.len()));
+    hello.extend(sni);
+    let mut message = vec![1]; // client_hello
+    message.extend(&u32::try_from(hello.len()).unwrap().to_be_bytes()[1..]);
+    message.extend(hello);
+    let mut record = vec![0x16, 3, 1];
+    record.extend(u16be(message.len()));
+    record.extend(message);
+    record
+}
+
+/// Writes `bytes`, half-closes, and waits until the gateway closes the connection.
+async fn send_and_wait_closed(addr: std::net::SocketAddr, bytes: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut sink = Vec::new();
+    within(
+        10,
+        "gateway closes the refused handshake",
+        tcp.read_to_end(&mut sink),
+    )
+    .await
+    .ok();
+}
+
+/// Anyone can open TLS connections, as many as they like, so what they send must not reach
+/// the log at its usual level: each hostile handshake below used to add a WARN line (rustls's
+/// own logging). The gateway's debug line per refused handshake is all there is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tls_handshakes_write_nothing_to_the_log_at_info() {
+    let ca = TestCa::new();
+    let upstream = UpstreamServer::mcp().await;
+    let builder = GatewayBuilder::new()
+        .tls(ca.server_cert(KeyKind::EcdsaP256))
+        .route(TestRoute::anonymous("r", "/mcp", &upstream.url("/mcp")));
+    let config = builder.write();
+    let gw = GatewayProcess::start("tls", &config, "info,mcpgate::server=debug", &[]).await;
+    let seen = gw.log_lines().len();
+
+    let mut finished = vec![0x16, 3, 3, 0, 36, 20, 0, 0, 32]; // a Finished before any hello
+    finished.extend([0; 32]);
+    let hostile: [Vec<u8>; 5] = [
+        client_hello(&[b"127.0.0.1"]),         // an IP address as SNI
+        client_hello(&[b"not a hostname!"]),   // an invalid name
+        client_hello(&[b"a.test", b"b.test"]), // two host names
+        vec![0x15, 3, 3, 0, 2, 1, 90],         // a warning alert (user_canceled)
+        finished,
+    ];
+    for bytes in &hostile {
+        send_and_wait_closed(gw.public, bytes).await;
+    }
+    gw.reload().await;
+
+    let lines = gw.log_lines()[seen..].to_vec();
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("JSON log line"))
+        .collect();
+    let refused = events
+        .iter()
+        .filter(|e| e["message"] == "TLS handshake failed")
+        .count();
+    assert_eq!(
+        refused,
+        hostile.len(),
+        "one debug line each:\n{}",
+        lines.join("\n")
+    );
+    // Besides those, only the reload that marks the end of the log we read.
+    let others: Vec<&String> = lines
+        .iter()
+        .zip(&events)
+        .filter(|(_, e)| {
+            ![
+                "TLS handshake failed",
+                "SIGHUP received; reloading",
+                "config reloaded",
+            ]
+            .contains(&e["message"].as_str().unwrap_or_default())
+        })
+        .map(|(l, _)| l)
+        .collect();
+    assert!(others.is_empty(), "logged besides: {others:#?}");
+
+    let metrics = gw.metrics().await;
+    let count = |reason| {
+        metrics.count(
+            "mcpgate_tls_handshake_failures_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!((count("error"), count("timeout")), (5.0, 0.0));
 }
