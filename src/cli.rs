@@ -20,7 +20,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
     /// Log filter in RUST_LOG syntax, e.g. "info,mcpgate=debug".
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info", value_parser = crate::telemetry::check_filter)]
     pub log_filter: String,
     #[command(subcommand)]
     pub command: Option<Command>,

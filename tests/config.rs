@@ -396,6 +396,50 @@ fn check_command_exits_2_and_lists_every_problem() {
 }
 
 #[test]
+fn a_log_filter_that_does_not_parse_is_refused_with_the_flag_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("gateway.toml");
+    std::fs::write(&good, config("", &ok_route())).unwrap();
+    let check = |flag: Option<&str>, env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpgate"));
+        cmd.args(["check", "--config"])
+            .arg(&good)
+            .env_remove("RUST_LOG");
+        if let Some(f) = flag {
+            cmd.args(["--log-filter", f]);
+        }
+        if let Some(e) = env {
+            cmd.env("RUST_LOG", e);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (flag, env) in [
+        (Some("info,mcpgate=loud"), None),
+        (None, Some("mcpgate=[bad")),
+    ] {
+        let (code, stderr) = check(flag, env);
+        assert_eq!(code, Some(2), "{flag:?} {env:?}: {stderr}");
+        assert!(stderr.contains("--log-filter"), "names the flag: {stderr}");
+        assert!(
+            stderr.contains("loud") || stderr.contains("[bad"),
+            "quotes the value: {stderr}"
+        );
+    }
+    for ok in [
+        "info",
+        "warn,mcpgate=debug,hyper=off",
+        "mcpgate::audit=info",
+    ] {
+        let (code, stderr) = check(Some(ok), None);
+        assert_eq!(code, Some(0), "{ok}: {stderr}");
+    }
+}
+
+#[test]
 fn version_flag_prints_the_package_version() {
     let out = Command::new(env!("CARGO_BIN_EXE_mcpgate"))
         .arg("--version")
