@@ -61,6 +61,20 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Transparent huge pages off for the whole process. mimalloc marks its arenas MADV_HUGEPAGE,
+/// and khugepaged then merges them, in the background, into 2 MiB pages that are mostly free:
+/// with 10,000 idle connections and nothing allocating, RSS grew from 58 to 101 MiB in 90 s.
+/// With THP off it stayed at 44 MiB, and req/s at 64 connections did not change (0.99×). The
+/// flag also covers hosts whose THP mode is `always`, where no madvise is needed.
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off; idle memory may grow");
+    }
+}
+
 /// mimalloc hands freed memory back to the OS (purges it) only once it has been free for
 /// its purge delay (1 s), and only when some thread calls into the allocator after that. When a
 /// burst of connections goes quiet, no thread does, and what the burst freed stays resident:
@@ -78,7 +92,7 @@ fn spawn_allocator_purger() {
             }
         });
     if let Err(e) = purger {
-        eprintln!("mcpgate: no allocator purge thread ({e}); idle memory may stay higher");
+        tracing::warn!(error = %e, "no allocator purge thread; idle memory may stay higher");
     }
 }
 
@@ -94,6 +108,7 @@ fn runtime_builder() -> tokio::runtime::Builder {
 
 fn run(cli: &Cli) -> ExitCode {
     telemetry::init(cli.log_format, &cli.log_filter);
+    disable_transparent_huge_pages();
     spawn_allocator_purger();
     let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,

@@ -91,6 +91,10 @@ impl GatewayProcess {
         gateway
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Every line logged so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
