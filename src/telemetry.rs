@@ -10,6 +10,7 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. The audit log has its own target (`mcpgate::audit`) so it
 /// can be filtered or routed separately.
+///
 /// `filter` must have passed [`check_filter`]; directives that do not parse are ignored here.
 pub fn init(format: LogFormat, filter: &str) {
     let filter = EnvFilter::new(filter);

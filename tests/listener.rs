@@ -107,14 +107,18 @@ async fn tls_handshake_that_never_starts_is_closed_after_header_read_timeout() {
         conn.closed_within(Duration::from_secs(5)).await,
         Closed::Yes
     );
-    let metrics = gw.metrics().await;
+    assert_eq!(tls_failures(&gw.metrics().await), (0.0, 1.0));
+}
+
+/// `mcpgate_tls_handshake_failures_total` as (error, timeout).
+fn tls_failures(metrics: &MetricsText) -> (f64, f64) {
     let count = |reason| {
         metrics.count(
             "mcpgate_tls_handshake_failures_total",
             &[("reason", reason)],
         )
     };
-    assert_eq!((count("timeout"), count("error")), (1.0, 0.0));
+    (count("error"), count("timeout"))
 }
 
 /// A gateway with a 1 s header-read timeout in front of an MCP upstream.
@@ -710,12 +714,5 @@ async fn hostile_tls_handshakes_write_nothing_to_the_log_at_info() {
         .collect();
     assert!(others.is_empty(), "logged besides: {others:#?}");
 
-    let metrics = gw.metrics().await;
-    let count = |reason| {
-        metrics.count(
-            "mcpgate_tls_handshake_failures_total",
-            &[("reason", reason)],
-        )
-    };
-    assert_eq!((count("error"), count("timeout")), (5.0, 0.0));
+    assert_eq!(tls_failures(&gw.metrics().await), (5.0, 0.0));
 }

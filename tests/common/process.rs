@@ -117,43 +117,38 @@ impl GatewayProcess {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -HUP {}", self.child.id());
-        let reloaded = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                if self.log_lines()[seen..]
-                    .iter()
-                    .any(|l| l.contains("\"config reloaded\""))
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        self.poll_until("reload", || async {
+            self.log_lines()[seen..]
+                .iter()
+                .any(|l| l.contains("\"config reloaded\""))
         })
         .await;
-        assert!(
-            reloaded.is_ok(),
-            "gateway {} did not reload within 30 s; log:\n{}",
-            self.name,
-            self.log_text()
-        );
     }
 
     async fn wait_ready(&self) {
         let client = plain_client(HttpVersion::Auto);
         let url = format!("http://{}/readyz", self.admin);
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                if let Ok(resp) = client.get(&url).send().await
-                    && resp.status() == 200
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        self.poll_until("be ready", || async {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|resp| resp.status() == 200)
+        })
+        .await;
+    }
+
+    /// Polls `done` until it holds, failing the test with the log after 30 s.
+    async fn poll_until<F: Future<Output = bool>>(&self, what: &str, mut done: impl FnMut() -> F) {
+        let polled = tokio::time::timeout(Duration::from_secs(30), async {
+            while !done().await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
         assert!(
-            ready.is_ok(),
-            "gateway {} not ready within 30 s; log:\n{}",
+            polled.is_ok(),
+            "gateway {} did not {what} within 30 s; log:\n{}",
             self.name,
             self.log_text()
         );
