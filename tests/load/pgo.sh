@@ -94,7 +94,7 @@ pgo_train_tls() {
     u=https://127.0.0.1:$GW_PORT/bench/mcp
     unmeasured_wrk 64 3 "$u" TOKEN="$TOKEN"
     printf '%s' "$BODY" >"$WORK/body.json"
-    taskset -c "$LOADGEN_CPU" h2load -D 3 -c 16 -m 4 -d "$WORK/body.json" \
+    "${ON_LOADGEN[@]}" h2load -D 3 -c 16 -m 4 -d "$WORK/body.json" \
         -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
         -H 'accept: application/json, text/event-stream' "$u" >/dev/null
     stop "$GW_PID"

@@ -20,9 +20,11 @@
 # Knobs (environment): DURATION=10 LAT_DURATION=5 SSE_DURATION=5 ROUNDS=3 CONNS=64 WARMUP=2
 #   CG_WARMUP=500 CG_COUNT=2000 IDLE_CONNS=10000 IDLE_HOLD=15 LOADGEN_CPU=0 SERVER_CPU=1
 #   IL_ROUNDS=8 IL_DURATION=8 COMPARE_BIN=path (interleaved: a second build in the same rounds)
+#   PIN=0 runs every process unpinned (the PGO build in the Dockerfile, whose builder may have one
+#   CPU or a restricted cpuset: a training run counts code paths, not time).
 #   KEEP_WORK=1 keeps the temporary directory (configs, logs, callgrind dumps).
 #
-# Every server runs pinned to SERVER_CPU, every load generator to LOADGEN_CPU. Every process this
+# Every server runs pinned to SERVER_CPU, every load generator to LOADGEN_CPU (unless PIN=0). Every process this
 # script starts is recorded and killed by PID on exit; every load loop has a fixed duration or count.
 set -euo pipefail
 
@@ -47,6 +49,11 @@ IL_ROUNDS=${IL_ROUNDS:-8}         # interleaved mode: rounds of nginx, then mcpg
 IL_DURATION=${IL_DURATION:-8}     # interleaved mode: seconds per round and target
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
+if [[ "${PIN:-1}" == 0 ]]; then
+    ON_SERVER=() ON_LOADGEN=()
+else
+    ON_SERVER=(taskset -c "$SERVER_CPU") ON_LOADGEN=(taskset -c "$LOADGEN_CPU")
+fi
 PYTHON=${PYTHON:-python3}
 
 WORK=$(mktemp -d /tmp/mcpgate-load.XXXXXX)
@@ -110,8 +117,11 @@ install_tools() {
     local missing=()
     command -v nginx >/dev/null || missing+=(nginx-light)
     command -v wrk >/dev/null || missing+=(wrk)
-    command -v valgrind >/dev/null || missing+=(valgrind)
-    command -v taskset >/dev/null || missing+=(util-linux)
+    # Callgrind only for the instruction counts: the Dockerfile's PGO build installs no valgrind.
+    if [[ "$MODE" == all || "$MODE" == instructions ]]; then
+        command -v valgrind >/dev/null || missing+=(valgrind)
+    fi
+    ((${#ON_SERVER[@]} == 0)) || command -v taskset >/dev/null || missing+=(util-linux)
     command -v curl >/dev/null || missing+=(curl)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
@@ -308,7 +318,7 @@ EOF
 start_upstream() {
     UP_PORT=$(free_port)
     write_upstream_conf "$UP_PORT"
-    start nginx-up taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx-up" -c "$WORK/nginx-up/nginx.conf" -g 'daemon off;'
+    start nginx-up "${ON_SERVER[@]}" nginx -p "$WORK/nginx-up" -c "$WORK/nginx-up/nginx.conf" -g 'daemon off;'
     UP_PID=$LAST_PID
     wait_port "$UP_PORT"
 }
@@ -316,7 +326,7 @@ start_upstream() {
 start_proxy() {
     PX_PORT=$(free_port)
     write_proxy_conf "$PX_PORT" "$UP_PORT" "$WORK/nginx-px" on
-    start nginx-px taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx-px" -c "$WORK/nginx-px/nginx.conf" -g 'daemon off;'
+    start nginx-px "${ON_SERVER[@]}" nginx -p "$WORK/nginx-px" -c "$WORK/nginx-px/nginx.conf" -g 'daemon off;'
     PX_PID=$LAST_PID
     wait_port "$PX_PORT"
 }
@@ -331,7 +341,7 @@ start_gateway() {
     GW_ADMIN=$(free_port)
     GW_CONF=$WORK/gateway-$name.toml
     write_gateway_conf "$GW_CONF" "$GW_PORT" "$GW_ADMIN" "$UP_PORT" "$name" "${HEADER_TIMEOUT:-10s}"
-    start "gateway-$name" taskset -c "$SERVER_CPU" "$@" "$BIN" --config "$GW_CONF" --log-filter warn
+    start "gateway-$name" "${ON_SERVER[@]}" "$@" "$BIN" --config "$GW_CONF" --log-filter warn
     GW_PID=$LAST_PID
     wait_port "$GW_PORT"
 }
@@ -379,7 +389,7 @@ run_wrk() {
     shift 6
     local line total0 stolen0 total1 stolen1 steal
     read -r total0 stolen0 < <(cpu_jiffies)
-    line=$(env TOKEN="$TOKEN" "$@" taskset -c "$LOADGEN_CPU" \
+    line=$(env TOKEN="$TOKEN" "$@" "${ON_LOADGEN[@]}" \
         wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$HERE/wrk.lua" "$url" | grep '^RESULT ') ||
         die "wrk against $url produced no result"
     read -r total1 stolen1 < <(cpu_jiffies)
@@ -397,7 +407,7 @@ run_wrk() {
 unmeasured_wrk() {
     local conns=$1 secs=$2 url=$3
     shift 3
-    env "$@" taskset -c "$LOADGEN_CPU" \
+    env "$@" "${ON_LOADGEN[@]}" \
         wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$HERE/wrk.lua" "$url" >/dev/null
 }
 
@@ -520,7 +530,7 @@ idle_memory() {
     # idle_timeout applies to it.
     HEADER_TIMEOUT=600s start_gateway idle
     local line
-    line=$(ulimit -n 20000 && cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" idle_conns.py \
+    line=$(ulimit -n 20000 && cd "$HERE" && "${ON_LOADGEN[@]}" "$PYTHON" idle_conns.py \
         127.0.0.1 "$GW_PORT" /bench/mcp "$WORK/token" "$GW_PID" "$IDLE_CONNS" "$IDLE_HOLD" \
         "http://127.0.0.1:$GW_ADMIN/metrics" | grep '^IDLE ') ||
         die "idle connection client failed (see above)"
@@ -530,7 +540,7 @@ idle_memory() {
 
     # The same against the nginx proxy's worker process, for comparison.
     start_proxy
-    line=$(ulimit -n 20000 && cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" idle_conns.py \
+    line=$(ulimit -n 20000 && cd "$HERE" && "${ON_LOADGEN[@]}" "$PYTHON" idle_conns.py \
         127.0.0.1 "$PX_PORT" /mcp "$WORK/token" "$(pgrep -P "$PX_PID" | head -1)" "$IDLE_CONNS" "$IDLE_HOLD" | grep '^IDLE ') ||
         die "idle connection client failed against nginx (see above)"
     log "nginx: $line"
@@ -543,7 +553,7 @@ idle_memory() {
 # cg_run NAME PID PORT PATH CONNS: zero, COUNT requests, dump; records instructions/request.
 cg_run() {
     local name=$1 pid=$2 port=$3 path=$4 conns=$5 dump total
-    (cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" cg_client.py 127.0.0.1 "$port" "$path" \
+    (cd "$HERE" && "${ON_LOADGEN[@]}" "$PYTHON" cg_client.py 127.0.0.1 "$port" "$path" \
         "$WORK/token" "$pid" "$CG_WARMUP" "$CG_COUNT" "$conns" >/dev/null)
     # The dump file is the newest numbered one.
     dump=$(ls -t "$WORK/cg/$name".*.* | head -1)
@@ -561,7 +571,7 @@ instructions() {
 
     port=$(free_port)
     write_proxy_conf "$port" "$UP_PORT" "$WORK/nginx-cg" off
-    start nginx-cg env CGNAME=nginx taskset -c "$SERVER_CPU" "${cg[@]}" \
+    start nginx-cg env CGNAME=nginx "${ON_SERVER[@]}" "${cg[@]}" \
         nginx -p "$WORK/nginx-cg" -c "$WORK/nginx-cg/nginx.conf" -g 'daemon off;'
     local ngx=$LAST_PID
     wait_port "$port"
@@ -600,7 +610,7 @@ count_syscalls() {
     spid=$!
     PIDS+=("$spid")
     sleep 1
-    (cd "$HERE" && taskset -c "$LOADGEN_CPU" "$PYTHON" cg_client.py 127.0.0.1 "$port" "$path" \
+    (cd "$HERE" && "${ON_LOADGEN[@]}" "$PYTHON" cg_client.py 127.0.0.1 "$port" "$path" \
         "$WORK/token" 0 0 "$CG_COUNT" 16 >/dev/null)
     kill -INT "$spid"
     wait "$spid" 2>/dev/null || true
@@ -645,7 +655,10 @@ main() {
         return
     fi
     install_tools
-    ulimit -n 20000
+    # 10,000 idle connections need the file descriptors; no other mode comes near the default.
+    if [[ "$MODE" == all || "$MODE" == memory ]]; then
+        ulimit -n 20000
+    fi
     "$PYTHON" "$HERE/mint_tokens.py" --rsa-key "$WORK/rs256-key.pem" "$WORK/rs256-jwks.json"
     # Before the build: a PGO build trains against this upstream.
     start_upstream
