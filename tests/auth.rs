@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use common::issuer::{
@@ -987,61 +986,8 @@ async fn metrics_count_auth_outcomes_jwks_fetches_and_token_cache() {
     );
 }
 
-/// Output of a child process, collected line by line on background threads.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<String>>);
-
-impl Captured {
-    fn collect(&self, stream: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<()> {
-        let out = self.0.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stream).lines() {
-                let Ok(line) = line else { return };
-                let mut out = out.lock().unwrap();
-                out.push_str(&line);
-                out.push('\n');
-            }
-        })
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-/// Kills the gateway process even when an assertion fails first.
-struct Running(Child);
-
-impl Running {
-    /// SIGTERM, as an orchestrator stops it: the gateway drains and writes its audit trail.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.0.try_wait().expect("wait for mcpgate") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mcpgate did not exit on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn mint(config: &std::path::Path, scope: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mcpgate"))
+    let out = Command::new(BIN)
         .args(["token", "--config"])
         .arg(config)
         .args([
@@ -1082,59 +1028,9 @@ async fn dev_issuer_token_from_the_cli_is_accepted_and_no_token_is_ever_logged()
     assert_eq!(claims["sub"], "dev-alice");
     let weak = mint(&config, "other:scope");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgate"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-format", "json", "--log-filter", "trace", "run"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mcpgate");
-    let (stdout, stderr) = (Captured::default(), Captured::default());
-    let readers = [
-        stdout.collect(child.stdout.take().unwrap()),
-        stderr.collect(child.stderr.take().unwrap()),
-    ];
-    let running = Running(child);
-    let (public, admin) = within(30, "mcpgate started", async {
-        loop {
-            for line in stderr.text().lines() {
-                let Ok(v) = serde_json::from_str::<Value>(line) else {
-                    continue;
-                };
-                if v["message"] == "mcpgate started" || v["fields"]["message"] == "mcpgate started"
-                {
-                    let field = |k: &str| {
-                        v.get(k)
-                            .or_else(|| v["fields"].get(k))
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    };
-                    return (
-                        field("listen").expect("listen"),
-                        field("admin").expect("admin"),
-                    );
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let mut gateway = GatewayProcess::start("auth", &config, "trace", &[]).await;
     let client = plain_client(HttpVersion::Auto);
-    within(15, "ready", async {
-        while client
-            .get(format!("http://{admin}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    let url = format!("http://{public}/demo/mcp");
+    let url = format!("http://{}/demo/mcp", gateway.public);
     let send = |url: String, auth: Option<String>| {
         let client = client.clone();
         async move {
@@ -1168,11 +1064,8 @@ async fn dev_issuer_token_from_the_cli_is_accepted_and_no_token_is_ever_logged()
     assert_eq!(send(url.clone(), Some(format!("Basic {token}"))).await, 400);
     assert_eq!(send(format!("{url}?access_token={token}"), None).await, 400);
     assert_eq!(upstream.requests().len(), 2);
-    assert!(running.terminate().success(), "clean exit on SIGTERM");
-    for r in readers {
-        r.join().unwrap();
-    }
-    let (out, err) = (stdout.text(), stderr.text());
+    assert!(gateway.terminate().await.success(), "clean exit on SIGTERM");
+    let (out, err) = (gateway.stdout_text(), gateway.log_text());
     assert!(err.contains("request done"), "logs were captured:\n{err}");
     assert!(
         err.contains("credential rejected"),

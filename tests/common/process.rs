@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ pub struct GatewayProcess {
     pub public: SocketAddr,
     pub admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for GatewayProcess {
@@ -48,33 +50,35 @@ impl GatewayProcess {
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn mcpgate");
-        let stderr = child.stderr.take().expect("stderr pipe");
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let (log, stdout) = (Arc::default(), Arc::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<(SocketAddr, SocketAddr)>();
-        let lines = log.clone();
-        // Reads stderr to the end (so the pipe never fills), reporting the addresses once.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addrs) = started_line(&line)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addrs);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
+        let mut tx = Some(tx);
+        let readers = vec![
+            collect(
+                child.stderr.take().expect("stderr pipe"),
+                &log,
+                move |line| {
+                    if let Some(addrs) = started_line(line)
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(addrs);
+                    }
+                },
+            ),
+            collect(child.stdout.take().expect("stdout pipe"), &stdout, |_| {}),
+        ];
         let mut gateway = GatewayProcess {
             name,
             child,
             public: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
             log,
+            stdout,
+            readers,
         };
         match tokio::time::timeout(Duration::from_secs(60), rx).await {
             Ok(Ok((public, admin))) => {
@@ -104,6 +108,40 @@ impl GatewayProcess {
         self.log_lines().join("\n")
     }
 
+    /// What the process wrote to stdout (the audit trail, with the default sink).
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, as an orchestrator stops it: waits for the exit (the gateway drains and flushes
+    /// its audit trail first) and for the end of both output streams.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.signal("-TERM");
+        let exited = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait for mcpgate") {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let status = exited.unwrap_or_else(|_| panic!("gateway {} ignored SIGTERM", self.name));
+        for reader in self.readers.drain(..) {
+            reader.join().expect("output reader");
+        }
+        status
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     pub async fn metrics(&self) -> MetricsText {
         metrics_of(self.admin).await
     }
@@ -112,11 +150,7 @@ impl GatewayProcess {
     /// before the signal is in [`Self::log_lines`] once this returns.
     pub async fn reload(&self) {
         let seen = self.log_lines().len();
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -HUP {}", self.child.id());
+        self.signal("-HUP");
         self.poll_until("reload", || async {
             self.log_lines()[seen..]
                 .iter()
@@ -153,6 +187,23 @@ impl GatewayProcess {
             self.log_text()
         );
     }
+}
+
+/// Reads `stream` to the end on a thread (so the pipe never fills), keeping every line and
+/// showing each to `seen` first.
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    lines: &Arc<Mutex<Vec<String>>>,
+    mut seen: impl FnMut(&str) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let lines = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            seen(&line);
+            lines.lock().unwrap().push(line);
+        }
+    })
 }
 
 /// `listen` and `admin` from the JSON "mcpgate started" log event.
