@@ -5,7 +5,9 @@ Reports the server's VmRSS (from /proc/PID/status) before, while all connections
 how many connections the server still kept open at the end of the hold. Bounded: every phase has
 a deadline, and the script exits after HOLD seconds.
 
-usage: idle_conns.py HOST PORT PATH TOKEN_FILE SERVER_PID COUNT HOLD_SECONDS [METRICS_URL]
+usage: idle_conns.py [--tls=h1|--tls=h2] HOST PORT PATH TOKEN_FILE SERVER_PID COUNT HOLD_SECONDS [METRICS_URL]
+With --tls, each connection is HTTPS (the certificate is not checked), HTTP/1.1 or HTTP/2 as named,
+chosen by ALPN; HTTP/2 needs the Python package `h2`. TLS connections open one at a time.
 Prints: IDLE opened=<n> rss_before_kib=<k> rss_idle_kib=<k> hwm_kib=<k> server_fds_at_sample=<n>
         open_after_hold=<n> rss_after_hold_kib=<k> [parked_at_sample=<n>]
 With METRICS_URL (mcpgate's admin /metrics), parked_at_sample is mcpgate_parked_connections read
@@ -14,6 +16,7 @@ right after the RSS sample: how many of the connections held no hyper state at t
 import os
 import selectors
 import socket
+import ssl
 import sys
 import time
 import urllib.request
@@ -68,18 +71,93 @@ def open_batch(host, port, request, n, deadline):
     return socks
 
 
+def tls_context(alpn):
+    """Made once per run: a context loads the system's CA store, which costs more than a handshake."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols([alpn])
+    return ctx
+
+
+def open_tls(ctx, alpn, host, port, path, token, deadline):
+    """One HTTPS connection with one answered request on it, left open."""
+    raw = socket.create_connection((host, port), timeout=10)
+    tls = ctx.wrap_socket(raw, server_hostname=host)
+    if tls.selected_alpn_protocol() != alpn:
+        raise SystemExit(f"idle_conns: the server chose ALPN {tls.selected_alpn_protocol()!r}, not {alpn}")
+    if alpn == "h2":
+        h2_request(tls, host, port, path, token)
+    else:
+        h1_request(tls, build_request(host, port, path, token, BODY))
+    if time.monotonic() > deadline:
+        raise SystemExit("idle_conns: timed out opening TLS connections")
+    # The TLS layer stays in place: a close_notify would end the connection.
+    return tls
+
+
+def h1_request(tls, request):
+    tls.sendall(request)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += recv_some(tls)
+    head, _, body = buf.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"idle_conns: unexpected response {head[:40]!r}")
+    length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += recv_some(tls)
+
+
+def h2_request(tls, host, port, path, token):
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [
+        (":method", "POST"), (":path", path), (":scheme", "https"), (":authority", f"{host}:{port}"),
+        ("authorization", f"Bearer {token}"), ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ])
+    conn.send_data(1, BODY, end_stream=True)
+    tls.sendall(conn.data_to_send())
+    ended = False
+    while not ended:
+        for event in conn.receive_data(recv_some(tls)):
+            if isinstance(event, h2.events.ResponseReceived) and dict(event.headers)[b":status"] != b"200":
+                raise SystemExit(f"idle_conns: HTTP/2 status {dict(event.headers)[b':status']!r}")
+            ended = ended or isinstance(event, h2.events.StreamEnded)
+        tls.sendall(conn.data_to_send())
+
+
+def recv_some(sock):
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise SystemExit("idle_conns: server closed a connection while opening")
+    return chunk
+
+
 def still_open(socks):
     """A socket the server closed reads EOF (or an error) without blocking."""
     alive = 0
     for s in socks:
+        # TLS sockets are checked on the TCP socket underneath: peeking through TLS would
+        # read records (a session ticket) as data.
+        sock = socket.socket(fileno=os.dup(s.fileno())) if isinstance(s, ssl.SSLSocket) else s
+        sock.setblocking(False)
         try:
-            if s.recv(1, socket.MSG_PEEK) == b"":
+            if sock.recv(1, socket.MSG_PEEK) == b"":
                 continue
-            alive += 1  # unexpected data, but still open
+            alive += 1  # unexpected data (for TLS: a ticket not read yet), but still open
         except BlockingIOError:
             alive += 1
         except OSError:
             pass
+        finally:
+            if sock is not s:
+                sock.close()
     return alive
 
 
@@ -92,14 +170,20 @@ def parked(metrics_url):
 
 
 def main():
-    host, port, path, token_file, pid, count, hold = sys.argv[1:8]
-    metrics_url = sys.argv[8] if len(sys.argv) > 8 else None
+    args = sys.argv[1:]
+    tls = args.pop(0).split("=", 1)[1] if args[0].startswith("--tls=") else None
+    host, port, path, token_file, pid, count, hold = args[:7]
+    metrics_url = args[7] if len(args) > 7 else None
     port, pid, count, hold = int(port), int(pid), int(count), float(hold)
     token = open(token_file).read().strip()
     request = build_request(host, port, path, token, BODY)
     rss_before = status_kib(pid, "VmRSS")
     deadline = time.monotonic() + 120
     socks = []
+    if tls:
+        alpn = {"h1": "http/1.1", "h2": "h2"}[tls]
+        ctx = tls_context(alpn)
+        socks = [open_tls(ctx, alpn, host, port, path, token, deadline + 180) for _ in range(count)]
     while len(socks) < count:
         socks += open_batch(host, port, request, min(BATCH, count - len(socks)), deadline)
     time.sleep(2)  # let the server settle: responses flushed, per-connection state idle

@@ -88,8 +88,7 @@ pgo_train() {
 
 pgo_train_tls() {
     local u
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
-        -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/tls-key.pem" -out "$WORK/tls-cert.pem" 2>/dev/null
+    make_cert
     GW_TLS="$WORK/tls-cert.pem $WORK/tls-key.pem" start_gateway train-tls
     u=https://127.0.0.1:$GW_PORT/bench/mcp
     unmeasured_wrk 64 3 "$u" TOKEN="$TOKEN"

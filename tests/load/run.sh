@@ -132,6 +132,10 @@ install_tools() {
         log "installing the Python cryptography package (token minting)"
         "$PYTHON" -m pip install -q cryptography
     fi
+    if [[ "$MODE" == all || "$MODE" == memory ]] && ! "$PYTHON" -c 'import h2' 2>/dev/null; then
+        log "installing the Python h2 package (idle HTTP/2 connections)"
+        "$PYTHON" -m pip install -q h2
+    fi
 }
 
 build() {
@@ -196,8 +200,13 @@ EOF
 
 # nginx as a plain reverse proxy: keep-alive upstream pool, HTTP/1.1, unbuffered SSE. It writes
 # one buffered access-log line per request, as mcpgate writes one audit line per request.
+# PX_TLS="CERT KEY": listen with TLS, HTTP/2 and HTTP/1.1 by ALPN (the idle-connection runs).
 write_proxy_conf() {
-    local port=$1 upstream=$2 dir=$3 master=$4
+    local port=$1 upstream=$2 dir=$3 master=$4 listen=$1 cert key
+    if [[ -n "${PX_TLS:-}" ]]; then
+        read -r cert key <<<"$PX_TLS"
+        listen="$port ssl http2; ssl_certificate $cert; ssl_certificate_key $key"
+    fi
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
@@ -219,7 +228,7 @@ http {
         keepalive_timeout 600s;
     }
     server {
-        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$listen;
         location / {
             proxy_pass http://mcp;
             proxy_http_version 1.1;
@@ -529,23 +538,44 @@ idle_memory() {
     # is still waiting for its first request. Once answered, a connection parks, and only
     # idle_timeout applies to it.
     HEADER_TIMEOUT=600s start_gateway idle
-    local line
-    line=$(ulimit -n 20000 && cd "$HERE" && "${ON_LOADGEN[@]}" "$PYTHON" idle_conns.py \
-        127.0.0.1 "$GW_PORT" /bench/mcp "$WORK/token" "$GW_PID" "$IDLE_CONNS" "$IDLE_HOLD" \
-        "http://127.0.0.1:$GW_ADMIN/metrics" | grep '^IDLE ') ||
-        die "idle connection client failed (see above)"
-    log "mcpgate: $line"
-    printf 'idle\tmcpgate\t%s\n' "${line#IDLE }" >>"$RESULTS"
+    idle_run mcpgate "$GW_PORT" /bench/mcp "$GW_PID" "http://127.0.0.1:$GW_ADMIN/metrics"
     stop "$GW_PID"
-
     # The same against the nginx proxy's worker process, for comparison.
     start_proxy
-    line=$(ulimit -n 20000 && cd "$HERE" && "${ON_LOADGEN[@]}" "$PYTHON" idle_conns.py \
-        127.0.0.1 "$PX_PORT" /mcp "$WORK/token" "$(pgrep -P "$PX_PID" | head -1)" "$IDLE_CONNS" "$IDLE_HOLD" | grep '^IDLE ') ||
-        die "idle connection client failed against nginx (see above)"
-    log "nginx: $line"
-    printf 'idle\tnginx\t%s\n' "${line#IDLE }" >>"$RESULTS"
+    idle_run nginx "$PX_PORT" /mcp "$(pgrep -P "$PX_PID" | head -1)"
     stop "$PX_PID"
+    # With TLS terminated by the proxy itself, over HTTP/1.1 and HTTP/2 (IDLE_TLS=0 skips).
+    if [[ "${IDLE_TLS:-1}" == 1 ]]; then
+        make_cert
+        local pair="$WORK/tls-cert.pem $WORK/tls-key.pem" mode
+        for mode in h1 h2; do
+            GW_TLS=$pair HEADER_TIMEOUT=600s start_gateway "idle-tls-$mode"
+            idle_run "mcpgate-tls-$mode" "$GW_PORT" /bench/mcp "$GW_PID" \
+                "http://127.0.0.1:$GW_ADMIN/metrics" "--tls=$mode"
+            stop "$GW_PID"
+            PX_TLS=$pair start_proxy
+            idle_run "nginx-tls-$mode" "$PX_PORT" /mcp "$(pgrep -P "$PX_PID" | head -1)" "" "--tls=$mode"
+            stop "$PX_PID"
+        done
+    fi
+}
+
+# idle_run NAME PORT PATH SERVER_PID [METRICS_URL] [--tls=h1|h2]: one idle_conns.py run, one line
+# in results.tsv.
+idle_run() {
+    local name=$1 port=$2 path=$3 pid=$4 metrics=${5:-} tls=${6:-} line
+    line=$(ulimit -n 20000 && cd "$HERE" && "${ON_LOADGEN[@]}" "$PYTHON" idle_conns.py ${tls:+"$tls"} \
+        127.0.0.1 "$port" "$path" "$WORK/token" "$pid" "$IDLE_CONNS" "$IDLE_HOLD" ${metrics:+"$metrics"} |
+        grep '^IDLE ') || die "idle connection client failed against $name (see above)"
+    log "$name: $line"
+    printf 'idle\t%s\t%s\n' "$name" "${line#IDLE }" >>"$RESULTS"
+}
+
+# A self-signed P-256 certificate for 127.0.0.1: $WORK/tls-cert.pem and $WORK/tls-key.pem.
+make_cert() {
+    [[ -f "$WORK/tls-cert.pem" ]] && return
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/tls-key.pem" -out "$WORK/tls-cert.pem" 2>/dev/null
 }
 
 # --- instructions per request ------------------------------------------------------------------
