@@ -2,7 +2,7 @@
 """Turns run.sh's results.tsv into the Markdown tables of tests/load/README.md.
 
 Rows of results.tsv (tab-separated):
-  <phase> <target> <round> <requests> <duration_us> <p50_us> <p99_us> <fresh_tokens> <steal_pct>
+  <phase> <target> <round> <requests> <duration_us> <p50_us> <p99_us> <fresh_tokens> <steal_pct> [<cpu_us_per_request>|-]
   rss <label> <VmHWM_kib> <VmRSS_kib>
   idle <server> opened=… rss_before_kib=… rss_idle_kib=… hwm_kib=… server_fds_at_sample=… open_after_hold=…
   instr <target> <connections> <requests> <instructions>
@@ -18,6 +18,7 @@ def main(path):
     runs = defaultdict(list)
     by_round = {}
     rss, idle, instr, syscalls = [], [], [], []
+    cpu = defaultdict(list)
     for line in open(path):
         f = line.rstrip("\n").split("\t")
         if f[0] == "rss":
@@ -29,7 +30,9 @@ def main(path):
         elif f[0] == "instr":
             instr.append((f[1], int(f[2]), int(f[3]), int(f[4])))
         else:
-            phase, target, rnd, reqs, dur, p50, p99, fresh, steal = f
+            phase, target, rnd, reqs, dur, p50, p99, fresh, steal = f[:9]
+            if len(f) > 9 and f[9] != "-":
+                cpu[(phase, target)].append(float(f[9]))
             by_round[(phase, target, rnd)] = (int(reqs) / (int(dur) / 1e6), float(p99))
             runs[(phase, target)].append(
                 (int(reqs) / (int(dur) / 1e6), float(p50), float(p99), int(fresh), int(reqs), float(steal))
@@ -67,6 +70,13 @@ def main(path):
             p99n = f"{p99 / med[ngx][2]:.2f}×" if ngx else "–"
             name = t + (f" ({fresh} fresh tokens of {reqs} requests)" if fresh else "")
             print(f"| {name} | {rps:,.0f} | {lo:,.0f}–{hi:,.0f} ({n} rounds) | {p50:.0f} | {p99:.0f} | {vs_d} | {vs_n} | {add} | {p99n} | {steal:.1f} |")
+
+    if cpu:
+        print("\n### mcpgate CPU time per request (user + system, /proc/PID/stat)\n")
+        print("| phase | target | µs/request (median) | range | rounds |")
+        print("|---|---|---:|---:|---:|")
+        for (phase, target), us in cpu.items():
+            print(f"| {phase} | {target} | {statistics.median(us):.2f} | {min(us):.2f}–{max(us):.2f} | {len(us)} |")
 
     for phase in phases:
         if phase.startswith("interleaved"):

@@ -39,7 +39,7 @@ ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-2}               # seconds of unmeasured load per target before the rounds
 CONNS=${CONNS:-64}
 COLD_EVERY=${COLD_EVERY:-10}      # 1 request in COLD_EVERY carries a never-seen token
-COLD_RPS_MAX=${COLD_RPS_MAX:-25000}  # fresh tokens are minted for at most this rate (wrk warns if short)
+COLD_RPS_MAX=${COLD_RPS_MAX:-30000}  # fresh tokens are minted for at most this rate (wrk warns if short)
 CG_WARMUP=${CG_WARMUP:-500}
 CG_COUNT=${CG_COUNT:-2000}
 CG_CONNS=${CG_CONNS:-"1 16"}
@@ -390,25 +390,37 @@ cpu_jiffies() {
     awk '$1 == "cpu" { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9 }' /proc/stat
 }
 
+# CPU time (user + system) that process $1 has used, in clock ticks (/proc/PID/stat).
+proc_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
 # run_wrk PHASE TARGET ROUND URL CONNS SECONDS [ENV=VALUE...]: one wrk run, one line in results.tsv.
 # Also records the share of CPU time the hypervisor stole during the run: on a shared VM, rounds
-# with steal are slower for reasons that have nothing to do with the target.
+# with steal are slower for reasons that have nothing to do with the target. With CPU_OF=PID, also
+# the CPU time that process used per request (µs): unlike req/s, it does not depend on how the
+# server core is shared with the upstream.
 run_wrk() {
     local phase=$1 target=$2 round=$3 url=$4 conns=$5 secs=$6
     shift 6
-    local line total0 stolen0 total1 stolen1 steal
+    local line total0 stolen0 total1 stolen1 steal ticks0="" cpu=-
     read -r total0 stolen0 < <(cpu_jiffies)
+    [[ -z "${CPU_OF:-}" ]] || ticks0=$(proc_ticks "$CPU_OF")
     line=$(env TOKEN="$TOKEN" "$@" "${ON_LOADGEN[@]}" \
         wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$HERE/wrk.lua" "$url" | grep '^RESULT ') ||
         die "wrk against $url produced no result"
     read -r total1 stolen1 < <(cpu_jiffies)
     steal=$(awk -v t=$((total1 - total0)) -v s=$((stolen1 - stolen0)) 'BEGIN { printf "%.1f", t ? 100 * s / t : 0 }')
     read -r _ reqs dur p50 p99 mean non2xx errs fresh wraps <<<"$line"
+    if [[ -n "$ticks0" ]]; then
+        cpu=$(awk -v t=$(($(proc_ticks "$CPU_OF") - ticks0)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
+            'BEGIN { printf "%.2f", n ? t * 1e6 / hz / n : 0 }')
+    fi
     ((non2xx == 0)) || die "$target: $non2xx non-2xx responses"
     ((errs == 0)) || log "WARN $target: $errs socket errors"
     ((wraps == 0)) || log "WARN $target: fresh tokens ran out and were reused ($wraps wraps)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$target" "$round" "$reqs" "$dur" "$p50" "$p99" "$fresh" "$steal" >>"$RESULTS"
-    log "$phase $target round $round: $reqs requests in ${secs}s, p50 ${p50}us p99 ${p99}us${fresh:+, fresh tokens $fresh}, steal ${steal}%"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$target" "$round" "$reqs" "$dur" "$p50" "$p99" "$fresh" "$steal" "$cpu" >>"$RESULTS"
+    log "$phase $target round $round: $reqs requests in ${secs}s, p50 ${p50}us p99 ${p99}us${fresh:+, fresh tokens $fresh}, steal ${steal}%${ticks0:+, CPU ${cpu}us/request}"
 }
 
 # unmeasured_wrk CONNS SECONDS URL [VAR=value ...]: load whose figures are not kept (warm-up,
@@ -466,6 +478,8 @@ throughput() {
     "$PYTHON" "$HERE/mint_tokens.py" "$WORK/state/dev-issuer-key.pem" "$TOKEN" $((per_round * ROUNDS)) >"$WORK/tokens-all"
     split -l "$per_round" -d "$WORK/tokens-all" "$WORK/tokens-round-"
     check_target "${url[mcpgate]}" "$(sed -n '$p' "$WORK/tokens-all")" '"text":"ok"'
+    # The cold-token rounds also record mcpgate's CPU time per request: the cost of a fresh token.
+    CPU_OF=$GW_PID
     for r in $(seq 1 "$ROUNDS"); do
         run_wrk c$CONNS mcpgate-hot "$r" "${url[mcpgate]}" "$CONNS" "$DURATION"
         run_wrk c$CONNS mcpgate-cold10 "$r" "${url[mcpgate]}" "$CONNS" "$DURATION" \
@@ -486,6 +500,7 @@ throughput() {
             TOKENS_FILE="$WORK/tokens-rs256-round-$(printf '%02d' $((r - 1)))" COLD_EVERY="$COLD_EVERY"
     done
     TOKEN=$saved
+    CPU_OF=
     printf 'rss\tpeak_after_cold\t%s\t%s\n' "$(status_kib "$GW_PID" VmHWM)" "$(status_kib "$GW_PID" VmRSS)" >>"$RESULTS"
 }
 
