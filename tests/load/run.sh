@@ -7,7 +7,8 @@
 #
 # The cold-token mixes run twice: ES256 tokens from the embedded dev issuer, and RS256 tokens from a
 # stand-in identity provider (an RSA key made per run, its JWKS served by the upstream nginx).
-#   memory         10,000 idle keep-alive connections: mcpgate RSS
+#   memory         10,000 idle keep-alive connections: mcpgate and nginx RSS, plain HTTP, then HTTPS
+#                  with HTTP/1.1 and with HTTP/2 (IDLE_TLS=0: plain only)
 #   instructions   callgrind: instructions per request, nginx proxy vs mcpgate, + hot spots
 #   benches        the criterion benches (auth, classify_policy), short settings
 #   interleaved    64 connections only, nginx and mcpgate alternating for IL_ROUNDS rounds: the
@@ -24,8 +25,9 @@
 #   CPU or a restricted cpuset: a training run counts code paths, not time).
 #   KEEP_WORK=1 keeps the temporary directory (configs, logs, callgrind dumps).
 #
-# Every server runs pinned to SERVER_CPU, every load generator to LOADGEN_CPU (unless PIN=0). Every process this
-# script starts is recorded and killed by PID on exit; every load loop has a fixed duration or count.
+# Every server runs pinned to SERVER_CPU, every load generator to LOADGEN_CPU (unless PIN=0). Every
+# process this script starts is recorded and killed by PID on exit; every load loop has a fixed
+# duration or count.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -123,6 +125,7 @@ install_tools() {
     fi
     ((${#ON_SERVER[@]} == 0)) || command -v taskset >/dev/null || missing+=(util-linux)
     command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         apt-get update -qq
