@@ -3,7 +3,7 @@
 #
 # usage: tests/load/run.sh [all|throughput|memory|instructions|benches|interleaved|pgo]
 #   all (default)  throughput + cold-token mixes + peak RSS, 10k idle connections, instructions/request
-#   throughput     wrk rounds only (64 connections, 1 connection, SSE, cold-token mixes) + peak RSS
+#   throughput     wrk rounds only (64 connections, 1 connection, SSE, cold-token mixes, HTTPS) + peak RSS
 #
 # The cold-token mixes run twice: ES256 tokens from the embedded dev issuer, and RS256 tokens from a
 # stand-in identity provider (an RSA key made per run, its JWKS served by the upstream nginx).
@@ -376,10 +376,11 @@ mint_rs256() {
         "http://127.0.0.1:$UP_PORT/rs256" "$RS256_AUDIENCE"
 }
 
-# A request through each target must succeed before any number is taken.
+# A request through each target must succeed before any number is taken. (-k: the HTTPS targets
+# use the run's own self-signed certificate.)
 check_target() {
     local url=$1 token=$2 expect=$3 out
-    out=$(curl -sS -m 5 -X POST "$url" -H "authorization: Bearer $token" \
+    out=$(curl -k -sS -m 5 -X POST "$url" -H "authorization: Bearer $token" \
         -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
         -d "$BODY" -w '\n%{http_code}')
     [[ "${out##*$'\n'}" == 200 ]] || die "$url answered: $out"
@@ -505,6 +506,27 @@ throughput() {
     TOKEN=$saved
     CPU_OF=
     printf 'rss\tpeak_after_cold\t%s\t%s\n' "$(status_kib "$GW_PID" VmHWM)" "$(status_kib "$GW_PID" VmRSS)" >>"$RESULTS"
+}
+
+# HTTPS with HTTP/1.1 at CONNS connections, nginx and mcpgate alternating: each proxy terminates TLS
+# itself (the same P-256 certificate) in front of the plain upstream.
+https_throughput() {
+    local pair="$WORK/tls-cert.pem $WORK/tls-key.pem" r gw_url px_url
+    make_cert
+    GW_TLS=$pair start_gateway https
+    PX_TLS=$pair start_proxy
+    gw_url="https://127.0.0.1:$GW_PORT/bench/mcp"
+    px_url="https://127.0.0.1:$PX_PORT/mcp"
+    check_target "$gw_url" "$TOKEN" '"text":"ok"'
+    check_target "$px_url" "$TOKEN" '"text":"ok"'
+    unmeasured_wrk "$CONNS" "$WARMUP" "$px_url" TOKEN="$TOKEN"
+    unmeasured_wrk "$CONNS" "$WARMUP" "$gw_url" TOKEN="$TOKEN"
+    for r in $(seq 1 "$ROUNDS"); do
+        run_wrk "https-c$CONNS" nginx-https "$r" "$px_url" "$CONNS" "$DURATION"
+        CPU_OF=$GW_PID run_wrk "https-c$CONNS" mcpgate-https "$r" "$gw_url" "$CONNS" "$DURATION"
+    done
+    stop "$PX_PID"
+    stop "$GW_PID"
 }
 
 # On this shared VM a target's speed drifts by tens of per cent within minutes, so two 3-round
@@ -727,6 +749,9 @@ main() {
         stop "$PX_PID"
     fi
     stop "$GW_PID"
+    if [[ "$MODE" == all || "$MODE" == throughput ]]; then
+        https_throughput
+    fi
     if [[ "$MODE" == all || "$MODE" == memory ]]; then
         idle_memory
     fi
