@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -238,29 +239,32 @@ impl Connection {
             inner: stream,
             activity: activity.clone(),
         };
+        // Each stage boxed: the task then holds two pointers, and a parked connection keeps
+        // neither the plain-socket stage's state nor the finished handshake's (2.7 KiB a TLS
+        // connection, heaptrack: a `match` on an awaited handshake keeps its future alive for
+        // the whole arm).
         match &self.tls {
-            None => self.drive(stream, info, &activity, handler).await,
-            // Boxed: the TLS state would otherwise size every connection's task.
+            None => Box::pin(self.drive(stream, info, &activity, handler)).await,
             Some(acceptor) => {
-                Box::pin(self.serve_tls(acceptor, stream, info, &activity, handler)).await
+                let Some(tls) = Box::pin(self.accept_tls(acceptor, stream, info)).await else {
+                    return;
+                };
+                Box::pin(self.drive(tls, info, &activity, handler)).await
             }
         }
     }
 
-    async fn serve_tls<H, F>(
+    /// The TLS handshake, within the header-read timeout.
+    async fn accept_tls(
         &self,
         acceptor: &TlsAcceptor,
         stream: IdleIo<TcpStream>,
         info: ConnInfo,
-        activity: &Activity,
-        handler: H,
-    ) where
-        H: Fn(Request<RequestBody>, ConnInfo) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
-        let accept = acceptor.accept(stream);
-        match tokio::time::timeout(self.limits.header_read_timeout, accept).await {
-            Ok(Ok(tls)) => self.drive(Box::new(tls), info, activity, handler).await,
+    ) -> Option<Box<TlsStream<IdleIo<TcpStream>>>> {
+        let accepted =
+            tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)).await;
+        match accepted {
+            Ok(Ok(tls)) => return Some(Box::new(tls)),
             Ok(Err(e)) => {
                 debug!(client.ip = %info.peer.ip(), error = %e, "TLS handshake failed");
                 self.tls_failed("error");
@@ -270,6 +274,7 @@ impl Connection {
                 self.tls_failed("timeout");
             }
         }
+        None
     }
 
     fn tls_failed(&self, reason: &'static str) {
