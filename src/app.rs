@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -83,9 +82,7 @@ pub async fn start(path: &Path) -> Result<Running, StartError> {
         Some(files) => Some(Arc::new(CertResolver::load(files)?)),
         None => None,
     };
-    let acceptor = certs
-        .clone()
-        .map(|c| TlsAcceptor::from(tls::server_config(c)));
+    let acceptor = certs.clone().map(tls::server_config);
     let public = bind(config.server.listen).await?;
     let admin = bind(config.admin.listen).await?;
     let public_addr = public.local_addr().map_err(|source| StartError::Bind {

@@ -2,6 +2,7 @@
 //! HTTP/2 on one port, header-read and idle timeouts, and graceful drain on shutdown.
 
 mod park;
+mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,8 +24,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -33,6 +32,7 @@ use crate::clock::now_ms;
 use crate::metrics::Metrics;
 pub use park::RequestBody;
 use park::{Exchange, Park, ParkIo, ResponseBody};
+use tls::TlsConn;
 
 /// Per-connection limits of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,7 @@ pub struct ConnInfo {
 /// to `limits.drain_timeout`: in-flight requests and open SSE streams may finish.
 pub async fn serve<H, F>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
     shutdown: CancellationToken,
@@ -191,7 +191,7 @@ fn leftover(read_buf: Bytes, prefix: Bytes) -> Bytes {
 struct Connection {
     protocols: Arc<Protocols>,
     shutdown: CancellationToken,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
     close_now: CancellationToken,
@@ -245,8 +245,8 @@ impl Connection {
         // the whole arm).
         match &self.tls {
             None => Box::pin(self.drive(stream, info, &activity, handler)).await,
-            Some(acceptor) => {
-                let Some(tls) = Box::pin(self.accept_tls(acceptor, stream, info)).await else {
+            Some(config) => {
+                let Some(tls) = Box::pin(self.accept_tls(config, stream, info)).await else {
                     return;
                 };
                 Box::pin(self.drive(tls, info, &activity, handler)).await
@@ -257,12 +257,12 @@ impl Connection {
     /// The TLS handshake, within the header-read timeout.
     async fn accept_tls(
         &self,
-        acceptor: &TlsAcceptor,
+        config: &Arc<rustls::ServerConfig>,
         stream: IdleIo<TcpStream>,
         info: ConnInfo,
-    ) -> Option<Box<TlsStream<IdleIo<TcpStream>>>> {
-        let accepted =
-            tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)).await;
+    ) -> Option<Box<TlsConn<IdleIo<TcpStream>>>> {
+        let handshake = TlsConn::accept(config.clone(), stream);
+        let accepted = tokio::time::timeout(self.limits.header_read_timeout, handshake).await;
         match accepted {
             Ok(Ok(tls)) => return Some(Box::new(tls)),
             Ok(Err(e)) => {

@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::IdleIo;
+use super::tls::TlsConn;
 use crate::body::{Body, BoxError};
 use crate::clock::now_ms;
 
@@ -338,17 +339,14 @@ impl Park for IdleIo<TcpStream> {
     }
 }
 
-impl Park for tokio_rustls::server::TlsStream<IdleIo<TcpStream>> {
-    /// rustls may already hold decrypted bytes that the socket will never signal again.
+impl Park for TlsConn<IdleIo<TcpStream>> {
+    /// Bytes already taken from the socket (decrypted or not) will not be signalled again.
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let (io, tls) = self.get_mut();
-        match tls.process_new_packets() {
-            Ok(state) if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() => {
-                Poll::Ready(Ok(()))
-            }
-            Ok(_) => io.inner.poll_read_ready(cx),
-            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
+        if self.has_input() {
+            return Poll::Ready(Ok(()));
         }
+        self.release_buffers();
+        self.io().inner.poll_read_ready(cx)
     }
 }
 

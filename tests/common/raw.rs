@@ -1,11 +1,14 @@
-//! Raw HTTP/1.1 over TCP, for tests where the exact bytes on the wire matter (paths that
+//! Raw HTTP/1.1 over TCP or TLS, for tests where the exact bytes on the wire matter (paths that
 //! clients would normalise, hop-by-hop headers, half-sent requests, idle connections).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// A response read off the wire.
 #[derive(Debug)]
@@ -34,9 +37,12 @@ impl RawResponse {
     }
 }
 
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// One client connection.
 pub struct RawConn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: Vec<u8>,
 }
 
@@ -56,9 +62,29 @@ impl RawConn {
             .expect("connect within 5 s")
             .expect("connect");
         RawConn {
-            stream,
+            stream: Box::new(stream),
             buf: Vec::new(),
         }
+    }
+
+    /// A TLS connection to `localhost` at `addr`, handshake done.
+    pub async fn connect_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Self {
+        let tcp = Self::connect(addr).await.stream;
+        let name = ServerName::try_from("localhost").expect("server name");
+        let tls = TlsConnector::from(config).connect(name, tcp);
+        let stream = tokio::time::timeout(Duration::from_secs(5), tls)
+            .await
+            .expect("TLS handshake within 5 s")
+            .expect("TLS handshake");
+        RawConn {
+            stream: Box::new(stream),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Ends our side: close_notify first over TLS, then FIN.
+    pub async fn shutdown(&mut self) {
+        self.stream.shutdown().await.expect("shutdown");
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

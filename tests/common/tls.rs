@@ -115,13 +115,22 @@ impl TestCa {
 
     /// A raw rustls client config trusting this CA and offering `alpn`, for handshake tests.
     pub fn rustls_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        self.rustls_config_for(rustls::DEFAULT_VERSIONS, alpn)
+    }
+
+    /// The same, offering only the protocol `versions`.
+    pub fn rustls_config_for(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         let ca = CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).expect("CA DER");
         roots.add(ca).expect("CA accepted as a root");
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("default protocol versions")
+            .with_protocol_versions(versions)
+            .expect("supported protocol versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
