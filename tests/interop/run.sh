@@ -7,7 +7,7 @@
 # traffic). Bounded: every wait has a timeout; every process started is killed by PID on exit.
 #
 # Usage: tests/interop/run.sh            (MCPGATE_BIN overrides target/debug/mcpgate)
-#        INTEROP_ONLY="components py"    run a subset (components py ts conformance)
+#        INTEROP_ONLY="components py"    run a subset (components py ts tls conformance)
 #        INTEROP_KEEP=1                  keep the temp dir (config, logs) for inspection
 #        INTEROP_KEY_ALG=RS256           JWT AS signs with RS256 instead of ES256
 # Last line: "N passed, M failed"; exit status non-zero if M > 0.
@@ -16,7 +16,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 MCPGATE_BIN="${MCPGATE_BIN:-$ROOT/target/debug/mcpgate}"
-ONLY="${INTEROP_ONLY:-components py ts conformance}"
+ONLY="${INTEROP_ONLY:-components py ts tls conformance}"
 KEY_ALG="${INTEROP_KEY_ALG:-ES256}" # signing algorithm of the JWT AS: ES256 or RS256
 SUITE_DEADLINE=$((SECONDS + ${INTEROP_TIMEOUT:-600}))
 
@@ -109,7 +109,7 @@ MCPGATE_INTROSPECTION_SECRET="introspect-$("$PY" -c 'import secrets; print(secre
 MCPGATE_SESSION_SECRET="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
 INTEROP_TOKENS_FILE="$WORK/tokens.txt"
 : >"$INTEROP_TOKENS_FILE"
-export GW_URL AS_JWT_URL AS_OPAQUE_URL NOTES_UPSTREAM EVERYTHING_UPSTREAM CLIENT_SECRET \
+export MCPGATE_BIN GW_URL AS_JWT_URL AS_OPAQUE_URL NOTES_UPSTREAM EVERYTHING_UPSTREAM CLIENT_SECRET \
   MCPGATE_INTROSPECTION_SECRET MCPGATE_SESSION_SECRET INTEROP_TOKENS_FILE
 
 start() { # name, command...
@@ -281,6 +281,7 @@ for part in $ONLY; do
     components) run_part components 90 "$PY" scenarios/components.py ;;
     py) run_part py 240 "$PY" scenarios/gateway_py.py ;;
     ts) run_part ts 120 node scenarios/gateway_ts.mjs ;;
+    tls) run_part tls 120 "$PY" scenarios/gateway_tls.py "$CONFIG" "$LOGS" ;;
     conformance) run_part conformance 300 "$PY" scenarios/conformance_compare.py "$WORK/conformance" ;;
     *) result "FAIL setup/unknown_part: $part" ;;
   esac
@@ -291,7 +292,7 @@ done
 sleep 0.5
 { cat "$INTEROP_TOKENS_FILE" 2>/dev/null; echo "$MCPGATE_INTROSPECTION_SECRET"; echo "$MCPGATE_SESSION_SECRET"; } | grep -v '^$' >"$WORK/needles.txt"
 leaks=""
-for f in "$LOGS/mcpgate.log" "$LOGS/audit.jsonl"; do
+for f in "$LOGS/mcpgate.log" "$LOGS/audit.jsonl" "$LOGS/mcpgate-tls.log" "$LOGS/audit-tls.jsonl"; do
   [ -f "$f" ] || continue
   n=$(grep -c -F -f "$WORK/needles.txt" "$f")
   [ "$n" -gt 0 ] && leaks="$leaks $(basename "$f"): $n line(s);"
@@ -301,7 +302,7 @@ done
 if [ -n "$leaks" ]; then
   result "FAIL mcpgate/no_secrets_in_logs:$leaks (grep the kept logs for the tokens in tokens.txt)"
 else
-  result "PASS mcpgate/no_secrets_in_logs ($(wc -l <"$WORK/needles.txt") tokens/secrets checked against mcpgate.log and audit.jsonl)"
+  result "PASS mcpgate/no_secrets_in_logs ($(wc -l <"$WORK/needles.txt") tokens/secrets checked against the gateways' logs and audit logs)"
 fi
 
 if ! kill -0 "$MCPGATE_PID" 2>/dev/null; then

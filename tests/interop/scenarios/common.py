@@ -220,3 +220,16 @@ async def drive_authorization(auth_url: str, login: str = "alice", redirect_pref
 
 def now() -> float:
     return time.monotonic()
+
+
+async def slow_count_timed(session: ClientSession) -> tuple[list[float], float, float, Any]:
+    """Calls the notes upstream's slow_count (5 steps, 0.4 s apart): when each progress notification
+    arrived, when the call began and ended, and its result."""
+    stamps: list[float] = []
+
+    async def progress(p, total, msg):
+        stamps.append(now())
+
+    t0 = now()
+    res = await session.call_tool("slow_count", {"steps": 5, "interval": 0.4}, progress_callback=progress)
+    return stamps, t0, now(), res

@@ -42,6 +42,7 @@ from common import (
     raw_post,
     remember_token,
     run_checks,
+    slow_count_timed,
     token,
     www_authenticate,
 )
@@ -327,14 +328,7 @@ async def check_progress_streaming(rep: Reporter):
     tok = token(NOTES, ALL_NOTES_SCOPES)
     async with mcp_session(NOTES, tok) as s:
         await s.initialize()
-        stamps: list[float] = []
-
-        async def progress(p, total, msg):
-            stamps.append(now())
-
-        t0 = now()
-        res = await s.call_tool("slow_count", {"steps": 5, "interval": 0.4}, progress_callback=progress)
-        t1 = now()
+        stamps, t0, t1, res = await slow_count_timed(s)
     rep.check(
         "progress_notifications_streamed",
         len(stamps) == 5 and not res.isError and stamps[0] < t1 - 1.0,
