@@ -622,7 +622,8 @@ async fn tls_echo_gateway() -> (TestCa, UpstreamServer, TestGateway) {
 }
 
 /// Over TLS 1.3 and 1.2: requests pipelined in one record, a parked connection (which holds no
-/// TLS buffer) woken by the next request, then the client's close_notify ending it.
+/// TLS buffer) woken by the next request, a TLS 1.3 key update, then the client's close_notify
+/// ending it.
 #[tokio::test]
 async fn tls_http1_connection_pipelines_parks_and_closes() {
     let (ca, upstream, gw) = tls_echo_gateway().await;
@@ -643,6 +644,12 @@ async fn tls_http1_connection_pipelines_parks_and_closes() {
         wait_until_parked(&gw, "the TLS connection parks once quiet").await;
         conn.send(wire(4).as_bytes()).await;
         assert_eq!(conn.response().await.json()["id"], 4, "{version:?}");
+        if version == &rustls::version::TLS13 {
+            // The gateway must follow the client's new keys and answer with its own.
+            conn.tls_key_update();
+            conn.send(wire(5).as_bytes()).await;
+            assert_eq!(conn.response().await.json()["id"], 5, "key update");
+        }
         conn.shutdown().await;
         assert_eq!(
             conn.closed_within(Duration::from_secs(5)).await,
@@ -650,7 +657,7 @@ async fn tls_http1_connection_pipelines_parks_and_closes() {
             "{version:?}"
         );
     }
-    assert_eq!(upstream.requests().len(), 8);
+    assert_eq!(upstream.requests().len(), 9);
 }
 
 /// Bodies of many TLS records each way, over HTTP/1.1 and HTTP/2: records are reassembled and

@@ -1,6 +1,7 @@
 //! Raw HTTP/1.1 over TCP or TLS, for tests where the exact bytes on the wire matter (paths that
 //! clients would normalise, hop-by-hop headers, half-sent requests, idle connections).
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 /// A response read off the wire.
 #[derive(Debug)]
@@ -37,8 +39,14 @@ impl RawResponse {
     }
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
 
 /// One client connection.
 pub struct RawConn {
@@ -57,21 +65,16 @@ pub enum Closed {
 
 impl RawConn {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-            .await
-            .expect("connect within 5 s")
-            .expect("connect");
         RawConn {
-            stream: Box::new(stream),
+            stream: Box::new(tcp(addr).await),
             buf: Vec::new(),
         }
     }
 
     /// A TLS connection to `localhost` at `addr`, handshake done.
     pub async fn connect_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Self {
-        let tcp = Self::connect(addr).await.stream;
         let name = ServerName::try_from("localhost").expect("server name");
-        let tls = TlsConnector::from(config).connect(name, tcp);
+        let tls = TlsConnector::from(config).connect(name, tcp(addr).await);
         let stream = tokio::time::timeout(Duration::from_secs(5), tls)
             .await
             .expect("TLS handshake within 5 s")
@@ -80,6 +83,16 @@ impl RawConn {
             stream: Box::new(stream),
             buf: Vec::new(),
         }
+    }
+
+    /// TLS 1.3: new traffic keys for what we send next, and a request that the server update its
+    /// own (a KeyUpdate message, sent with the next write).
+    pub fn tls_key_update(&mut self) {
+        let tls = (*self.stream)
+            .as_any_mut()
+            .downcast_mut::<TlsStream<TcpStream>>()
+            .expect("a TLS connection");
+        tls.get_mut().1.refresh_traffic_keys().expect("key update");
     }
 
     /// Ends our side: close_notify first over TLS, then FIN.
@@ -195,6 +208,13 @@ impl RawConn {
             Err(_) => Closed::No,
         }
     }
+}
+
+async fn tcp(addr: SocketAddr) -> TcpStream {
+    tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .expect("connect within 5 s")
+        .expect("connect")
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
