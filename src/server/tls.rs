@@ -23,7 +23,8 @@ const READ_SIZE: usize = 16 * 1024 + 5;
 /// Unprocessed TLS bytes allowed: a 64 KiB handshake message (rustls's own limit) split over
 /// records, with their headers. A peer sending more is in error.
 const MAX_INCOMING: usize = 72 * 1024;
-/// Encrypted bytes queued for the socket before a write waits for them to be sent.
+/// Encrypted bytes queued for the socket before a write, or a read that would add more, waits
+/// for them to be sent.
 const MAX_OUTGOING: usize = 64 * 1024;
 /// Plaintext taken by one write: a few full records.
 const MAX_WRITE: usize = 64 * 1024;
@@ -59,7 +60,6 @@ enum Step {
 }
 
 /// What to encrypt once rustls allows it.
-#[derive(Clone, Copy)]
 enum Outbound<'a> {
     Nothing,
     Data(&'a [u8]),
@@ -241,12 +241,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsConn<IO> {
         let this = self.get_mut();
         while this.plain.is_empty() && !this.read_done {
             match this.step(cx, Outbound::Nothing)? {
-                Step::Again => {}
-                Step::Closed => this.read_done = true,
+                // Closed: `step` has set `read_done`.
+                Step::Again | Step::Closed => {}
                 Step::Idle | Step::NeedRead | Step::Wrote(_) => {
-                    // Anything rustls answered (a key update) goes out first; a full socket
-                    // does not hold up reading.
-                    if let Poll::Ready(Err(e)) = this.poll_send(cx) {
+                    // What rustls answered (a key update) goes out first. A full socket holds up
+                    // reading only once MAX_OUTGOING is queued: a peer that sends without
+                    // reading cannot make the answers pile up.
+                    if this.outgoing.len() >= MAX_OUTGOING {
+                        ready!(this.poll_send(cx))?;
+                    } else if let Poll::Ready(Err(e)) = this.poll_send(cx) {
                         return Poll::Ready(Err(e));
                     }
                     if ready!(this.poll_fill(cx))? == 0 {
