@@ -244,9 +244,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsConn<IO> {
                 // Closed: `step` has set `read_done`.
                 Step::Again | Step::Closed => {}
                 Step::Idle | Step::NeedRead | Step::Wrote(_) => {
-                    // What rustls answered (a key update) goes out first. A full socket holds up
-                    // reading only once MAX_OUTGOING is queued: a peer that sends without
-                    // reading cannot make the answers pile up.
+                    // What rustls queued while reading (session tickets, an alert) goes out first.
+                    // A full socket holds up reading only once MAX_OUTGOING is queued, so a peer
+                    // that sends without reading cannot grow the queue. (rustls itself keeps a
+                    // requested key update for our next write: see the key-update flood test.)
                     if this.outgoing.len() >= MAX_OUTGOING {
                         ready!(this.poll_send(cx))?;
                     } else if let Poll::Ready(Err(e)) = this.poll_send(cx) {
@@ -398,4 +399,111 @@ fn encrypt_error(e: EncryptError) -> EncodeFailure {
 
 fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Rounds of one byte of data followed by key updates: rustls refuses a 33rd key update
+    /// request without data in between (BoringSSL's limit).
+    const ROUNDS: usize = 300;
+    const UPDATES_PER_ROUND: usize = 31;
+
+    fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let der = CertificateDer::from(cert.cert.der().to_vec());
+        let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// A flood of TLS 1.3 key updates, each asking for ours, from a peer that does not read:
+    /// rustls keeps one answer pending until we next write, so nothing piles up for the peer,
+    /// and the keys of both sides stay in step.
+    #[tokio::test]
+    async fn key_update_flood_queues_nothing_and_keeps_keys_in_step() {
+        let (server_config, client_config) = configs();
+        let (client_io, server_io) = tokio::io::duplex(4096);
+        let client = tokio::spawn(async move {
+            let connector = tokio_rustls::TlsConnector::from(client_config);
+            let name = ServerName::try_from("localhost").expect("name");
+            let tls = connector.connect(name, client_io).await.expect("handshake");
+            // From here the client writes its records itself, without reading until the end.
+            let (mut io, mut conn) = tls.into_inner();
+            for _ in 0..ROUNDS {
+                std::io::Write::write_all(&mut conn.writer(), b"x").expect("data");
+                for _ in 0..UPDATES_PER_ROUND {
+                    conn.refresh_traffic_keys().expect("key update");
+                }
+                send(&mut conn, &mut io).await;
+            }
+            let answer = receive(&mut conn, &mut io, 2).await;
+            conn.send_close_notify();
+            send(&mut conn, &mut io).await;
+            answer
+        });
+
+        let mut server = TlsConn::accept(server_config, server_io)
+            .await
+            .expect("accept");
+        let (mut received, mut most_queued) = (0, 0);
+        let mut buf = [0u8; 64];
+        while received < ROUNDS {
+            let n = server.read(&mut buf).await.expect("server read");
+            assert!(n > 0, "the stream ended early");
+            received += n;
+            most_queued = most_queued.max(server.outgoing.len());
+        }
+        server.write_all(b"ok").await.expect("server write");
+        server.flush().await.expect("flush");
+        assert_eq!(server.read(&mut buf).await.expect("close_notify"), 0);
+        assert_eq!(client.await.expect("client"), b"ok");
+        assert!(
+            most_queued <= MAX_OUTGOING,
+            "{most_queued} bytes queued for a peer that does not read"
+        );
+    }
+
+    async fn send(conn: &mut rustls::ClientConnection, to: &mut (impl AsyncWrite + Unpin)) {
+        let mut records = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut records).expect("encode");
+        }
+        to.write_all(&records).await.expect("send");
+    }
+
+    /// Reads and decrypts until `len` bytes of data have arrived.
+    async fn receive(
+        conn: &mut rustls::ClientConnection,
+        from: &mut (impl AsyncRead + Unpin),
+        len: usize,
+    ) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut wire = vec![0u8; 16 * 1024];
+        while data.len() < len {
+            let n = from.read(&mut wire).await.expect("receive");
+            assert!(n > 0, "the server closed before answering");
+            conn.read_tls(&mut &wire[..n]).expect("read_tls");
+            conn.process_new_packets().expect("decrypt");
+            let _ = std::io::Read::read_to_end(&mut conn.reader(), &mut data);
+        }
+        data
+    }
 }
