@@ -379,6 +379,7 @@ mod tests {
                 client_id: None,
                 scopes: Arc::from([Box::from("a:b"), Box::from("c")]),
                 expires_at: None,
+                valid_until: None,
                 token_fingerprint: "fp1".into(),
             })),
             method: "tools/call".into(),

@@ -25,6 +25,7 @@ use crate::metrics::{Metrics, NO_ROUTE};
 use crate::policy::Policy;
 use crate::proxy::filter::filter_response;
 use crate::proxy::headers::{ForwardedFor, Outbound, forwarding};
+use crate::proxy::lifetime::{self, Expiry};
 use crate::proxy::{Payload, Upstream};
 use crate::request_id;
 use crate::route::{self, Router};
@@ -298,12 +299,26 @@ async fn try_handle(
         strip: &rs.strip,
         added,
     };
+    let is_get = parts.method == Method::GET;
     let resp = rs
         .upstream
         .send(Request::from_parts(parts, body), &tail, outbound)
         .await?;
     state.upstream_status = Some(resp.status().as_u16());
-    finish_response(gw, rs, &owner, grant, resp).await
+    let resp = finish_response(gw, rs, &owner, grant, resp).await?;
+    Ok(match principal.valid_until {
+        Some(until)
+            if is_get && route.end_streams_at_expiry && lifetime::is_event_stream(&resp) =>
+        {
+            let expiry = Expiry {
+                route: route.id.clone(),
+                request_id: state.request_id.clone(),
+                counter: gw.metrics().streams_expired(&route.id),
+            };
+            lifetime::end_at(resp, until, expiry)
+        }
+        _ => resp,
+    })
 }
 
 async fn authenticate(

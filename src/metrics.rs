@@ -25,6 +25,7 @@ pub struct Metrics {
     jsonrpc: IntCounterVec,
     tool_calls: IntCounterVec,
     rate_limited: IntCounterVec,
+    streams_expired: IntCounterVec,
     reloads: IntCounterVec,
     tls_failures: IntCounterVec,
     last_reload: prometheus::Gauge,
@@ -143,6 +144,12 @@ impl Metrics {
                 "Requests refused with 429 by route.",
                 &["route"],
             ),
+            streams_expired: counter(
+                &registry,
+                "mcpgate_streams_expired_total",
+                "GET event streams the gateway ended because the credential that opened them expired, by route.",
+                &["route"],
+            ),
             reloads: counter(
                 &registry,
                 "mcpgate_config_reloads_total",
@@ -236,6 +243,11 @@ impl Metrics {
 
     pub fn rate_limited(&self, route: &str) {
         self.rate_limited.with_label_values(&[route]).inc();
+    }
+
+    /// The counter of one route's streams ended at their credential's expiry.
+    pub fn streams_expired(&self, route: &str) -> IntCounter {
+        self.streams_expired.with_label_values(&[route])
     }
 
     pub fn reload(&self, ok: bool) {

@@ -1086,3 +1086,97 @@ async fn dev_issuer_token_from_the_cli_is_accepted_and_no_token_is_ever_logged()
         }
     }
 }
+
+/// Opens an event stream as an MCP client does: GET, or POST with a call.
+async fn open_stream(
+    gw: &TestGateway,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+) -> reqwest::Response {
+    let mut req = gw
+        .client()
+        .request(method.clone(), gw.url(path))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream");
+    if method == reqwest::Method::POST {
+        req = req.header("content-type", "application/json").body(CALL);
+    }
+    let mut resp = within(15, "stream opened", req.send()).await.expect("send");
+    assert_eq!(resp.status(), 200, "{method} {path}");
+    let first = within(15, "first event", resp.chunk())
+        .await
+        .expect("chunk");
+    assert!(
+        first.is_some_and(|c| c.starts_with(b"id: 1")),
+        "{method} {path}"
+    );
+    resp
+}
+
+/// True if nothing more arrives and the stream stays open for a second.
+async fn still_open(resp: &mut reqwest::Response) -> bool {
+    tokio::time::timeout(Duration::from_secs(1), resp.chunk())
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn a_get_stream_ends_once_its_token_is_no_longer_accepted() {
+    let idp = TestIssuer::start(vec![TestKey::es256("es-1")]).await;
+    // The upstream sends one event, then holds every stream open for good.
+    let (gate, finished) = (Gate::new(), std::sync::Arc::new(tokio::sync::Notify::new()));
+    let upstream = UpstreamServer::start(move |_| {
+        let first = sse_event(1, r#"{"jsonrpc":"2.0","method":"notifications/message"}"#);
+        Reply::sse_gated(&[first], &gate, &[], &finished)
+    })
+    .await;
+    let route = |id: &str| {
+        TestRoute::new(id, &format!("/{id}/mcp"), &upstream.url("/mcp"))
+            .line(r#"issuers = ["idp"]"#)
+            .table("[routes.tools]\n\"*\" = []")
+    };
+    let gw = GatewayBuilder::new()
+        .route(route("cut"))
+        .route(route("keep").line("end_streams_at_expiry = false"))
+        .raw(&idp.toml("idp", &[r#"leeway = "1s""#]))
+        .start()
+        .await;
+    wait_ready(&gw).await;
+    let token = |id: &str| {
+        idp.token()
+            .aud(&format!("https://gateway.test/{id}/mcp"))
+            .exp_in(2)
+            .sign()
+    };
+    let (cut, keep) = (token("cut"), token("keep"));
+
+    let mut get = open_stream(&gw, reqwest::Method::GET, "/cut/mcp", &cut).await;
+    let mut post = open_stream(&gw, reqwest::Method::POST, "/cut/mcp", &cut).await;
+    let mut kept = open_stream(&gw, reqwest::Method::GET, "/keep/mcp", &keep).await;
+
+    // exp is 2 s away, plus 1 s of leeway: the upstream never ends the stream, the gateway does.
+    within(15, "the GET stream to end at the token's expiry", async {
+        while get.chunk().await.expect("a clean end").is_some() {}
+    })
+    .await;
+    assert!(still_open(&mut kept).await, "end_streams_at_expiry = false");
+    assert!(
+        still_open(&mut post).await,
+        "a POST's stream carries a call's answer"
+    );
+
+    let metrics = gw.metrics().await;
+    let expired = |route| metrics.count("mcpgate_streams_expired_total", &[("route", route)]);
+    assert_eq!((expired("cut"), expired("keep")), (1.0, 0.0));
+    // The client opens the stream again, and is asked for a new token.
+    let again = gw
+        .client()
+        .get(gw.url("/cut/mcp"))
+        .bearer_auth(&cut)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(again.status(), 401);
+}

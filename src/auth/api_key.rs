@@ -54,6 +54,7 @@ pub(crate) fn principal(key: &ApiKey, fingerprint: String) -> Principal {
         client_id: None,
         scopes: key.scopes.iter().map(|s| Box::from(s.as_str())).collect(),
         expires_at: None,
+        valid_until: None,
         token_fingerprint: fingerprint.into(),
     })
 }

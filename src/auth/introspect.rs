@@ -193,6 +193,7 @@ fn interpret(
         client_id: client_id.map(Into::into),
         scopes: ScopeClaim::merge(r.scope, None),
         expires_at: r.exp.map(unix_time),
+        valid_until: r.exp.map(unix_time),
         token_fingerprint: Arc::from(fingerprint),
     });
     let audiences = audiences_of(r.aud.as_ref());

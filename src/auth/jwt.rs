@@ -302,6 +302,9 @@ fn principal_from(
         client_id: client_id.map(Into::into),
         scopes,
         expires_at: claims.exp.map(unix_time),
+        valid_until: claims
+            .exp
+            .map(|exp| unix_time(exp) + issuer.settings.leeway),
         token_fingerprint: Arc::from(fingerprint),
     }))
 }

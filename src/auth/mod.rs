@@ -84,6 +84,9 @@ pub struct Identity {
     pub client_id: Option<Arc<str>>,
     pub scopes: Arc<[Box<str>]>,
     pub expires_at: Option<SystemTime>,
+    /// The last moment the gateway accepts the credential: `exp` plus the issuer's leeway for
+    /// a JWT, `exp` for an introspected token. A GET's event stream ends then.
+    pub valid_until: Option<SystemTime>,
     /// [`token_fingerprint`] of the credential, safe for logs and audit.
     pub token_fingerprint: Arc<str>,
 }
@@ -114,6 +117,7 @@ impl Principal {
             client_id: None,
             scopes: Arc::from([]),
             expires_at: None,
+            valid_until: None,
             token_fingerprint: Arc::from(""),
         })
     }

@@ -137,6 +137,7 @@ pub struct RouteFile {
     #[serde(default)]
     pub allow_batches: bool,
     pub filter_lists: Option<bool>,
+    pub end_streams_at_expiry: Option<bool>,
     pub resource_name: Option<String>,
     pub resource_documentation: Option<String>,
     pub identity_headers: Option<IdentityHeadersFile>,

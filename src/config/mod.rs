@@ -145,6 +145,8 @@ pub struct Route {
     pub allow_anonymous: bool,
     pub allow_batches: bool,
     pub filter_lists: bool,
+    /// A GET's event stream ends once the credential that opened it is no longer accepted.
+    pub end_streams_at_expiry: bool,
     pub resource_name: Option<String>,
     pub resource_documentation: Option<String>,
     pub identity_headers: IdentityHeaders,

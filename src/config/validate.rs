@@ -427,6 +427,7 @@ fn route(
         allow_anonymous: r.allow_anonymous,
         allow_batches: r.allow_batches,
         filter_lists: r.filter_lists.unwrap_or(true),
+        end_streams_at_expiry: r.end_streams_at_expiry.unwrap_or(true),
         resource_name: r.resource_name.clone(),
         resource_documentation: r.resource_documentation.clone(),
         identity_headers: identity_headers(r.identity_headers.as_ref(), p, problems),

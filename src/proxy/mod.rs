@@ -4,6 +4,7 @@ mod direct;
 pub mod filter;
 mod h1;
 pub mod headers;
+pub mod lifetime;
 pub mod sse;
 
 use std::path::Path;

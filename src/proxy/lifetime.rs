@@ -1,0 +1,97 @@
+//! Ending a GET's event stream once the credential that opened it is no longer accepted.
+//!
+//! A token is checked when a request arrives. A standalone SSE stream (GET) can stay open for
+//! hours after that, so without an end it would outlive the token, and a revoked client would
+//! go on receiving the server's messages. MCP clients open the stream again when it ends, and
+//! that request is authenticated afresh. A POST's stream is left to run: it carries the answer
+//! to a call that the token was valid for.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use prometheus::IntCounter;
+use tokio::time::Sleep;
+use tracing::info;
+
+use crate::body::{Body, BoxError};
+
+/// What to report when a stream is ended.
+pub struct Expiry {
+    pub route: Arc<str>,
+    pub request_id: HeaderValue,
+    pub counter: IntCounter,
+}
+
+pub fn is_event_stream(resp: &Response<Body>) -> bool {
+    resp.status().is_success()
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.get(..17)
+                    .is_some_and(|m| m.eq_ignore_ascii_case("text/event-stream"))
+            })
+}
+
+/// Ends `resp`'s body at `until`: what the upstream sends later never reaches the client.
+pub fn end_at(resp: Response<Body>, until: SystemTime, expiry: Expiry) -> Response<Body> {
+    let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+    let (parts, inner) = resp.into_parts();
+    let body = EndsAt {
+        inner,
+        deadline: Box::pin(tokio::time::sleep(left)),
+        expiry: Some(expiry),
+    };
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+struct EndsAt {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+    /// `None` once the deadline has ended the stream.
+    expiry: Option<Expiry>,
+}
+
+impl HttpBody for EndsAt {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(expiry) = &this.expiry else {
+            return Poll::Ready(None);
+        };
+        // The deadline first: no frame goes out after it, however busy the upstream is.
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            expiry.counter.inc();
+            info!(
+                request.id = expiry.request_id.to_str().unwrap_or(""),
+                route.id = &*expiry.route,
+                "event stream ended: the credential that opened it expired"
+            );
+            this.expiry = None;
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expiry.is_none() || self.inner.is_end_stream()
+    }
+
+    /// Unknown: the stream may end before the upstream's body does.
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
