@@ -244,6 +244,14 @@ fn decode_claims(
         .map_err(|e| map_jwt_error(e.kind()))?;
     let claims = data.claims;
     let now = unix_now();
+    // jsonwebtoken compares whole seconds, so it accepts a token for up to a second past
+    // exp + leeway. The deadline here is exact, and is the one a GET's event stream ends at.
+    if claims
+        .exp
+        .is_some_and(|exp| now > exp + settings.leeway.as_secs_f64())
+    {
+        return Err(AuthError::Expired);
+    }
     if claims
         .iat
         .is_some_and(|iat| iat > now + settings.leeway.as_secs_f64())

@@ -70,6 +70,15 @@ async fn time_claims_are_enforced_with_leeway() {
             .await
             .is_ok()
     );
+    // Past exp + leeway (5 s) by a fraction of a second, which whole-second arithmetic (as in
+    // jsonwebtoken) would still accept: refused.
+    let since_epoch = || std::time::UNIX_EPOCH.elapsed().unwrap();
+    if since_epoch().subsec_millis() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut just_past = claims(&iss);
+    just_past["exp"] = json!(since_epoch().as_secs() - 5);
+    assert_eq!(reason(&auth, &r, &ec.sign(&just_past)).await, "expired");
     let mut future_nbf = claims(&iss);
     future_nbf["nbf"] = json!(now() + 120);
     assert_eq!(
