@@ -222,18 +222,26 @@ async def check_bad_tokens(rep: Reporter):
     )
 
 
-async def check_expired_token(rep: Reporter):
-    """A genuine AS-signed token that expires: accepted while valid, 401 invalid_token after exp + leeway
-    (the gateway config sets leeway = "1s" for this issuer)."""
-    httpx.post(f"{AS_JWT}/admin/ttl?seconds=2", timeout=10).raise_for_status()
+def short_lived_token(seconds: int, scope: str) -> tuple[str, int] | None:
+    """A genuine AS-signed token for the notes route living `seconds`, and its exp; None if the AS
+    ignored the requested lifetime."""
+    httpx.post(f"{AS_JWT}/admin/ttl?seconds={seconds}", timeout=10).raise_for_status()
     try:
-        tok = token(NOTES, "mcp:tools")
+        tok = token(NOTES, scope)
     finally:
         httpx.post(f"{AS_JWT}/admin/ttl?seconds=0", timeout=10).raise_for_status()  # back to the default
     exp = jwt_parts(tok)[1]["exp"]
-    if exp - time.time() > 10:
-        rep.fail("expired_token_refused", f"the AS issued a token living {exp - time.time():.0f}s despite /admin/ttl")
+    return (tok, exp) if exp - time.time() <= seconds + 5 else None
+
+
+async def check_expired_token(rep: Reporter):
+    """A genuine AS-signed token that expires: accepted while valid, 401 invalid_token after exp + leeway
+    (the gateway config sets leeway = "1s" for this issuer)."""
+    issued = short_lived_token(2, "mcp:tools")
+    if issued is None:
+        rep.fail("expired_token_refused", "the AS ignored /admin/ttl")
         return
+    tok, exp = issued
     r = raw_post(NOTES, INIT_BODY, tok)
     rep.check("expiring_token_accepted_before_exp", r.status_code == 200, lambda: exchange(r))
     await asyncio.sleep(max(0.0, exp + 1 + 1.5 - time.time()))
@@ -243,6 +251,42 @@ async def check_expired_token(rep: Reporter):
         r.status_code == 401 and www_authenticate(r).get("error") == "invalid_token",
         lambda: exchange(r),
         lambda: f"{time.time() - exp:.1f}s after exp",
+    )
+
+
+async def check_get_stream_ends_at_expiry(rep: Reporter):
+    """A standalone GET stream to FastMCP, opened with a short-lived token, is ended cleanly by the
+    gateway once the token is no longer accepted (exp + 1 s of leeway), although the upstream holds
+    it open; reopening it with the same token gets 401."""
+    issued = short_lived_token(4, ALL_NOTES_SCOPES)
+    if issued is None:
+        rep.fail("get_stream_ends_at_expiry", "the AS ignored /admin/ttl")
+        return
+    tok, exp = issued
+    headers = await raw_session(NOTES, tok)
+    headers.update({"Authorization": f"Bearer {tok}", "Accept": "text/event-stream"})
+    status, ctype, ended, error = None, "", None, None
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30)) as c:
+            async with c.stream("GET", NOTES, headers=headers) as r:
+                status, ctype = r.status_code, r.headers.get("content-type", "")
+                async for _ in r.aiter_bytes():
+                    pass
+                ended = time.time()
+    except httpx.HTTPError as e:
+        error = f"{type(e).__name__}: {e}"
+    rep.check(
+        "get_stream_ends_at_expiry",
+        status == 200 and ctype.startswith("text/event-stream") and error is None
+        and ended is not None and ended >= exp + 1 - 0.2,
+        f"status {status}, {ctype!r}, error {error}, ended {None if ended is None else round(ended - exp, 2)}s after exp",
+        f"ended cleanly {ended - exp:.2f}s after exp" if ended else "",
+    )
+    r = httpx.get(NOTES, headers=headers, timeout=15)
+    rep.check(
+        "get_stream_reopened_with_expired_token_refused",
+        r.status_code == 401 and www_authenticate(r).get("error") == "invalid_token",
+        lambda: exchange(r),
     )
 
 
@@ -508,6 +552,7 @@ async def main():
             check_wrong_audience,
             check_bad_tokens,
             check_expired_token,
+            check_get_stream_ends_at_expiry,
             check_insufficient_scope,
             check_tools_list_filtered,
             check_no_token_passthrough,
