@@ -17,7 +17,7 @@ use http::{HeaderValue, Response, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use prometheus::IntCounter;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tracing::info;
 
 use crate::body::{Body, BoxError};
@@ -72,8 +72,10 @@ impl HttpBody for EndsAt {
         let Some(expiry) = &this.expiry else {
             return Poll::Ready(None);
         };
-        // The deadline first: no frame goes out after it, however busy the upstream is.
-        if this.deadline.as_mut().poll(cx).is_ready() {
+        // The deadline first: no frame goes out after it, however busy the upstream is. The
+        // clock is read as well, because the timer fires only on the millisecond after it.
+        let due = this.deadline.deadline() <= Instant::now();
+        if due || this.deadline.as_mut().poll(cx).is_ready() {
             expiry.counter.inc();
             info!(
                 request.id = expiry.request_id.to_str().unwrap_or(""),
@@ -93,5 +95,69 @@ impl HttpBody for EndsAt {
     /// Unknown: the stream may end before the upstream's body does.
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    fn event_stream(chunks: &[&'static str]) -> Response<Body> {
+        let frames = chunks
+            .iter()
+            .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from_static(c.as_bytes()))));
+        let body = StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()));
+        Response::builder()
+            .header(header::CONTENT_TYPE, "Text/Event-Stream; charset=utf-8")
+            .body(body.boxed_unsync())
+            .unwrap()
+    }
+
+    fn expiry() -> Expiry {
+        Expiry {
+            route: Arc::from("r"),
+            request_id: HeaderValue::from_static("req-1"),
+            counter: IntCounter::new("expired", "test").unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_successful_event_streams_are_recognised() {
+        assert!(is_event_stream(&event_stream(&[])));
+        let mut failed = event_stream(&[]);
+        *failed.status_mut() = http::StatusCode::BAD_GATEWAY;
+        assert!(!is_event_stream(&failed));
+        let json = Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(crate::body::empty())
+            .unwrap();
+        assert!(!is_event_stream(&json));
+    }
+
+    #[tokio::test]
+    async fn a_credential_that_outlives_the_stream_changes_nothing() {
+        // Year 2100: the furthest `exp` the gateway keeps (see `unix_time`).
+        let until = SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800);
+        let e = expiry();
+        let counter = e.counter.clone();
+        let resp = end_at(event_stream(&["data: 1\n\n", "data: 2\n\n"]), until, e);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "data: 1\n\ndata: 2\n\n");
+        assert_eq!(counter.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_credential_already_past_ends_the_stream_before_any_event() {
+        let e = expiry();
+        let counter = e.counter.clone();
+        let past = SystemTime::now() - Duration::from_secs(1);
+        let resp = end_at(event_stream(&["data: 1\n\n"]), past, e);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty());
+        assert_eq!(counter.get(), 1);
     }
 }
