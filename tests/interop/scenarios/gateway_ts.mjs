@@ -17,6 +17,7 @@ const env = (name, dflt) => {
 };
 
 const GW = env('GW_URL');
+const GW_ADMIN = env('GW_ADMIN_URL');
 const AS_JWT = env('AS_JWT_URL');
 const CLIENT_ID = process.env.CLIENT_ID ?? 'interop-client';
 const CLIENT_SECRET = env('CLIENT_SECRET', 'interop-client-secret-0123456789abcdef');
@@ -182,6 +183,60 @@ async function clientCredentialsProvider() {
   }
 }
 
+// The sum of a metric's series that carry every label in `labels`, from the gateway's admin listener.
+async function metric(name, labels) {
+  const text = await (await fetch(`${GW_ADMIN}/metrics`)).text();
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const cut = line.lastIndexOf(' ');
+    if (want.every((w) => line.slice(0, cut).includes(w))) sum += Number(line.slice(cut + 1));
+  }
+  return sum;
+}
+
+async function setTokenTTL(seconds) {
+  const r = await fetch(`${AS_JWT}/admin/ttl?seconds=${seconds}`, { method: 'POST' });
+  if (!r.ok) throw new Error(`POST /admin/ttl: ${r.status}`);
+}
+
+async function getStreamRenewedAfterExpiry() {
+  // Tokens live 4 s here. The gateway ends the SDK's standalone GET stream at exp + 1 s of leeway;
+  // the SDK reconnects, gets 401, fetches a new token with its provider and reopens the stream.
+  const counts = async () => [
+    await metric('mcpgate_streams_expired_total', { route: 'notes' }),
+    await metric('mcpgate_requests_total', { route: 'notes', method: 'GET', status: '200' }),
+  ];
+  const [expired0, gets0] = await counts();
+  const authProvider = new ClientCredentialsProvider({
+    clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, scope: 'mcp:tools notes:read', expectedIssuer: AS_JWT,
+  });
+  const issued = [];
+  const save = authProvider.saveTokens.bind(authProvider);
+  authProvider.saveTokens = (t) => { issued.push(remember(t.access_token)); return save(t); };
+  const errors = [];
+  let client;
+  await setTokenTTL(4);
+  try {
+    ({ client } = await connect(NOTES, { authProvider }));
+    client.onerror = (e) => errors.push(`${e?.constructor?.name}: ${e?.message}`);
+    const firstExp = jwtClaims(issued[0]).exp;
+    // exp + leeway, then the SDK's first reconnection delay (1 s) and a new token
+    await new Promise((done) => setTimeout(done, Math.max(0, (firstExp + 1 + 3) * 1000 - Date.now())));
+    const res = await client.callTool({ name: 'read_note', arguments: { name: 'welcome' } });
+    const [expired1, gets1] = await counts();
+    const [ended, opened] = [expired1 - expired0, gets1 - gets0];
+    check('get_stream_renewed_after_token_expiry',
+      ended >= 1 && opened >= 2 && issued.length >= 2 && !res.isError && errors.length === 0,
+      `streams ended at expiry: ${ended}, GET streams opened: ${opened}, tokens: ${issued.length}, call isError=${res.isError}, errors: ${errors.join('; ')}`,
+      `${ended} ended at expiry, ${opened} opened, ${issued.length} tokens; then read_note: ${res.content?.[0]?.text}`);
+  } finally {
+    await setTokenTTL(0);
+    await client?.close();
+  }
+}
+
 async function authCodeFlowAndStepUp() {
   const provider = new HeadlessOAuthProvider();
   let transport = new StreamableHTTPClientTransport(new URL(NOTES), { authProvider: provider });
@@ -233,6 +288,7 @@ async function authCodeFlowAndStepUp() {
 for (const [name, fn] of [
   ['static_bearer', staticBearerParity],
   ['client_credentials', clientCredentialsProvider],
+  ['get_stream_renewal', getStreamRenewedAfterExpiry],
   ['authcode', authCodeFlowAndStepUp],
 ]) {
   try {
