@@ -1089,13 +1089,13 @@ async fn dev_issuer_token_from_the_cli_is_accepted_and_no_token_is_ever_logged()
 
 /// Opens an event stream as an MCP client does: GET, or POST with a call.
 async fn open_stream(
+    client: &reqwest::Client,
     gw: &TestGateway,
     method: reqwest::Method,
     path: &str,
     token: &str,
 ) -> reqwest::Response {
-    let mut req = gw
-        .client()
+    let mut req = client
         .request(method.clone(), gw.url(path))
         .bearer_auth(token)
         .header("accept", "application/json, text/event-stream");
@@ -1151,15 +1151,21 @@ async fn a_get_stream_ends_once_its_token_is_no_longer_accepted() {
     };
     let (cut, keep) = (token("cut"), token("keep"));
 
-    let mut get = open_stream(&gw, reqwest::Method::GET, "/cut/mcp", &cut).await;
-    let mut post = open_stream(&gw, reqwest::Method::POST, "/cut/mcp", &cut).await;
-    let mut kept = open_stream(&gw, reqwest::Method::GET, "/keep/mcp", &keep).await;
+    let (h1, h2) = (gw.client(), &plain_client(HttpVersion::Http2));
+    let (get, post) = (reqwest::Method::GET, reqwest::Method::POST);
+    let mut get_h1 = open_stream(h1, &gw, get.clone(), "/cut/mcp", &cut).await;
+    let mut get_h2 = open_stream(h2, &gw, get.clone(), "/cut/mcp", &cut).await;
+    let mut post = open_stream(h1, &gw, post, "/cut/mcp", &cut).await;
+    let mut kept = open_stream(h1, &gw, get, "/keep/mcp", &keep).await;
 
-    // exp is 2 s away, plus 1 s of leeway: the upstream never ends the stream, the gateway does.
-    within(15, "the GET stream to end at the token's expiry", async {
-        while get.chunk().await.expect("a clean end").is_some() {}
-    })
-    .await;
+    // exp is 2 s away, plus 1 s of leeway: the upstream never ends the streams, the gateway does.
+    for (stream, version) in [(&mut get_h1, "HTTP/1.1"), (&mut get_h2, "HTTP/2.0")] {
+        assert_eq!(format!("{:?}", stream.version()), version);
+        within(15, "the GET stream to end at the token's expiry", async {
+            while stream.chunk().await.expect("a clean end").is_some() {}
+        })
+        .await;
+    }
     assert!(still_open(&mut kept).await, "end_streams_at_expiry = false");
     assert!(
         still_open(&mut post).await,
@@ -1168,7 +1174,7 @@ async fn a_get_stream_ends_once_its_token_is_no_longer_accepted() {
 
     let metrics = gw.metrics().await;
     let expired = |route| metrics.count("mcpgate_streams_expired_total", &[("route", route)]);
-    assert_eq!((expired("cut"), expired("keep")), (1.0, 0.0));
+    assert_eq!((expired("cut"), expired("keep")), (2.0, 0.0));
     // The client opens the stream again, and is asked for a new token.
     let again = gw
         .client()
