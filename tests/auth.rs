@@ -1114,6 +1114,16 @@ async fn open_stream(
     resp
 }
 
+/// An upstream that answers every request with one event, then holds the stream open for good.
+async fn held_open_upstream() -> UpstreamServer {
+    let (gate, finished) = (Gate::new(), std::sync::Arc::new(tokio::sync::Notify::new()));
+    UpstreamServer::start(move |_| {
+        let first = sse_event(1, r#"{"jsonrpc":"2.0","method":"notifications/message"}"#);
+        Reply::sse_gated(&[first], &gate, &[], &finished)
+    })
+    .await
+}
+
 /// True if nothing more arrives and the stream stays open for a second.
 async fn still_open(resp: &mut reqwest::Response) -> bool {
     tokio::time::timeout(Duration::from_secs(1), resp.chunk())
@@ -1124,13 +1134,7 @@ async fn still_open(resp: &mut reqwest::Response) -> bool {
 #[tokio::test]
 async fn a_get_stream_ends_once_its_token_is_no_longer_accepted() {
     let idp = TestIssuer::start(vec![TestKey::es256("es-1")]).await;
-    // The upstream sends one event, then holds every stream open for good.
-    let (gate, finished) = (Gate::new(), std::sync::Arc::new(tokio::sync::Notify::new()));
-    let upstream = UpstreamServer::start(move |_| {
-        let first = sse_event(1, r#"{"jsonrpc":"2.0","method":"notifications/message"}"#);
-        Reply::sse_gated(&[first], &gate, &[], &finished)
-    })
-    .await;
+    let upstream = held_open_upstream().await;
     let route = |id: &str| {
         TestRoute::new(id, &format!("/{id}/mcp"), &upstream.url("/mcp"))
             .line(r#"issuers = ["idp"]"#)
@@ -1185,4 +1189,44 @@ async fn a_get_stream_ends_once_its_token_is_no_longer_accepted() {
         .await
         .expect("send");
     assert_eq!(again.status(), 401);
+}
+
+/// An opaque token's GET stream lasts as long as its cached introspection answer (2 s here), so a
+/// revocation at the authorization server reaches open streams within `cache_ttl`.
+#[tokio::test]
+async fn an_introspected_token_stream_ends_with_its_cached_answer() {
+    let idp = TestIssuer::start(vec![TestKey::es256("es-1")]).await;
+    let upstream = held_open_upstream().await;
+    let builder = GatewayBuilder::new().route(
+        TestRoute::new("op", "/op/mcp", &upstream.url("/mcp"))
+            .line(r#"issuers = ["idp"]"#)
+            .table("[routes.tools]\n\"*\" = []"),
+    );
+    let toml = idp.toml_with_introspection_cached("idp", &builder.dir(), "2s", "2s");
+    let gw = builder.raw(&toml).start().await;
+    wait_ready(&gw).await;
+    let token = "opaque-stream-token-1";
+    // Active for another 300 s as far as the answer goes.
+    idp.introspection_active(token, "olivia", "https://gateway.test/op/mcp", "mcp:tools");
+    let mut stream = open_stream(gw.client(), &gw, reqwest::Method::GET, "/op/mcp", token).await;
+    idp.introspection_reply(token, json!({"active": false}), Duration::ZERO);
+
+    within(15, "the stream to end with its cached answer", async {
+        while stream.chunk().await.expect("a clean end").is_some() {}
+    })
+    .await;
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metrics.count("mcpgate_streams_expired_total", &[("route", "op")]),
+        1.0
+    );
+    let again = gw
+        .client()
+        .get(gw.url("/op/mcp"))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(again.status(), 401, "revoked: asked again and refused");
 }

@@ -193,7 +193,9 @@ fn interpret(
         client_id: client_id.map(Into::into),
         scopes: ScopeClaim::merge(r.scope, None),
         expires_at: r.exp.map(unix_time),
-        valid_until: r.exp.map(unix_time),
+        // Trusted without asking again only while this answer is cached: a stream opened with
+        // the token ends then, so a revocation reaches open streams within `cache_ttl`.
+        valid_until: Some(SystemTime::now() + ttl),
         token_fingerprint: Arc::from(fingerprint),
     });
     let audiences = audiences_of(r.aud.as_ref());

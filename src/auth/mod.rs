@@ -84,8 +84,9 @@ pub struct Identity {
     pub client_id: Option<Arc<str>>,
     pub scopes: Arc<[Box<str>]>,
     pub expires_at: Option<SystemTime>,
-    /// The last moment the gateway accepts the credential: `exp` plus the issuer's leeway for
-    /// a JWT, `exp` for an introspected token. A GET's event stream ends then.
+    /// The last moment the gateway accepts the credential without checking it again: `exp` plus
+    /// the issuer's leeway for a JWT; for an introspected token, the end of its cached answer
+    /// (its `exp`, or `cache_ttl` after the introspection). A GET's event stream ends then.
     pub valid_until: Option<SystemTime>,
     /// [`token_fingerprint`] of the credential, safe for logs and audit.
     pub token_fingerprint: Arc<str>,

@@ -224,10 +224,21 @@ impl TestIssuer {
     /// As [`TestIssuer::toml`], plus `[issuers.introspection]` whose client secret is written to
     /// a file in `dir` (secrets are never inline in the config).
     pub fn toml_with_introspection(&self, id: &str, dir: &Path, timeout: &str) -> String {
+        self.toml_with_introspection_cached(id, dir, timeout, "5m")
+    }
+
+    /// As [`TestIssuer::toml_with_introspection`], with active answers cached for `cache_ttl`.
+    pub fn toml_with_introspection_cached(
+        &self,
+        id: &str,
+        dir: &Path,
+        timeout: &str,
+        cache_ttl: &str,
+    ) -> String {
         let secret_file = dir.join(format!("{id}-introspection-secret"));
         std::fs::write(&secret_file, INTROSPECTION_SECRET).expect("write secret file");
         format!(
-            "{}\n[issuers.introspection]\nendpoint = {:?}\nclient_id = {INTROSPECTION_CLIENT_ID:?}\nclient_secret_file = {:?}\ncache_ttl = \"5m\"\ninactive_ttl = \"1s\"\ntimeout = {timeout:?}\n",
+            "{}\n[issuers.introspection]\nendpoint = {:?}\nclient_id = {INTROSPECTION_CLIENT_ID:?}\nclient_secret_file = {:?}\ncache_ttl = {cache_ttl:?}\ninactive_ttl = \"1s\"\ntimeout = {timeout:?}\n",
             self.toml(id, &[]),
             self.introspection_endpoint(),
             secret_file.display().to_string(),
