@@ -37,6 +37,7 @@ AS_JWT = env("AS_JWT_URL", "http://127.0.0.1:0")  # issuer of the JWT authorizat
 AS_OPAQUE = env("AS_OPAQUE_URL", "http://127.0.0.1:0")  # issuer of the opaque-token authorization server
 NOTES_UP = env("NOTES_UPSTREAM", "http://127.0.0.1:0/mcp")  # FastMCP, direct
 EVERYTHING_UP = env("EVERYTHING_UPSTREAM", "http://127.0.0.1:0/mcp")  # server-everything, direct
+GW_ADMIN = env("GW_ADMIN_URL", "http://127.0.0.1:0")  # the gateway's admin listener (metrics)
 CLIENT_ID = ENV.get("CLIENT_ID", "interop-client")
 CLIENT_SECRET = env("CLIENT_SECRET", "interop-client-secret-0123456789abcdef")
 REDIRECT_URI = "http://localhost:33418/callback"  # never listened on: the driver stops at the redirect
@@ -182,6 +183,19 @@ async def mcp_session(url: str, bearer: str | None = None, auth: httpx.Auth | No
     async with streamablehttp_client(url, headers=headers, auth=auth, timeout=20, sse_read_timeout=60) as (r, w, _):
         async with ClientSession(r, w) as session:
             yield session
+
+
+def metric(name: str, **labels: str) -> float:
+    """The sum of the gateway's series of `name` that carry every given label."""
+    text = httpx.get(f"{GW_ADMIN}/metrics", timeout=10).text
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            series, _, value = line.rpartition(" ")
+            if all(w in series for w in want):
+                total += float(value)
+    return total
 
 
 # ---------------------------------------------------------------- headless browser for oidc-provider dev interactions

@@ -38,6 +38,7 @@ from common import (
     exchange,
     jwt_parts,
     mcp_session,
+    metric,
     now,
     raw_post,
     remember_token,
@@ -287,6 +288,55 @@ async def check_get_stream_ends_at_expiry(rep: Reporter):
         "get_stream_reopened_with_expired_token_refused",
         r.status_code == 401 and www_authenticate(r).get("error") == "invalid_token",
         lambda: exchange(r),
+    )
+
+
+class RenewingBearer(httpx.Auth):
+    """A client-credentials bearer that fetches a new token whenever the gateway answers 401, as an
+    OAuth-aware client does."""
+
+    def __init__(self, scope: str):
+        self.scope = scope
+        self.tokens = [token(NOTES, scope)]
+
+    def auth_flow(self, request):
+        request.headers["Authorization"] = f"Bearer {self.tokens[-1]}"
+        response = yield request
+        if response.status_code == 401:
+            self.tokens.append(token(NOTES, self.scope))
+            request.headers["Authorization"] = f"Bearer {self.tokens[-1]}"
+            yield request
+
+
+async def check_python_sdk_reopens_expired_get_stream(rep: Reporter):
+    """The Python SDK's standalone GET stream, ended by the gateway at its 4 s token's expiry, is
+    reopened by the SDK with a new token; a tools/call works afterwards."""
+    def counts() -> tuple[float, float]:
+        return (
+            metric("mcpgate_streams_expired_total", route="notes"),
+            metric("mcpgate_requests_total", route="notes", method="GET", status="200"),
+        )
+
+    expired0, gets0 = counts()
+    httpx.post(f"{AS_JWT}/admin/ttl?seconds=4", timeout=10).raise_for_status()
+    try:
+        auth = RenewingBearer(ALL_NOTES_SCOPES)
+        first_exp = jwt_parts(auth.tokens[0])[1]["exp"]
+        async with mcp_session(NOTES, auth=auth) as s:
+            await s.initialize()
+            # exp + 1 s of leeway, then the SDK's reconnection delay (1 s) and a new token
+            await asyncio.sleep(max(0.0, first_exp + 1 + 3 - time.time()))
+            res = await s.call_tool("read_note", {"name": "welcome"})
+    finally:
+        httpx.post(f"{AS_JWT}/admin/ttl?seconds=0", timeout=10).raise_for_status()
+    expired1, gets1 = counts()
+    ended, opened = expired1 - expired0, gets1 - gets0
+    rep.check(
+        "python_sdk_reopens_expired_get_stream",
+        ended >= 1 and opened >= 2 and len(auth.tokens) >= 2 and not res.isError,
+        f"streams ended at expiry: {ended}, GET streams opened: {opened}, tokens: {len(auth.tokens)}, "
+        f"call: {dump(res)}",
+        f"{ended:.0f} ended at expiry, {opened:.0f} opened, {len(auth.tokens)} tokens",
     )
 
 
@@ -553,6 +603,7 @@ async def main():
             check_bad_tokens,
             check_expired_token,
             check_get_stream_ends_at_expiry,
+            check_python_sdk_reopens_expired_get_stream,
             check_insufficient_scope,
             check_tools_list_filtered,
             check_no_token_passthrough,
