@@ -224,7 +224,9 @@ fn select_key<'a>(
 fn validation(settings: &super::IssuerSettings, alg: Algorithm) -> Validation {
     let mut v = Validation::new(alg);
     v.leeway = settings.leeway.as_secs();
-    v.validate_exp = true;
+    // `exp` is required (below) but compared in `decode_claims`, to the exact time: jsonwebtoken
+    // compares whole seconds, which accepts a token up to a second past exp + leeway.
+    v.validate_exp = false;
     v.validate_nbf = true;
     v.set_required_spec_claims(&["exp", "iss"]);
     // RFC 9068 §4: iss must match exactly.
@@ -244,13 +246,11 @@ fn decode_claims(
         .map_err(|e| map_jwt_error(e.kind()))?;
     let claims = data.claims;
     let now = unix_now();
-    // jsonwebtoken compares whole seconds, so it accepts a token for up to a second past
-    // exp + leeway. The deadline here is exact, and is the one a GET's event stream ends at.
-    if claims
-        .exp
-        .is_some_and(|exp| now > exp + settings.leeway.as_secs_f64())
-    {
-        return Err(AuthError::Expired);
+    // The exact deadline, also the one a GET's event stream ends at (`Identity::valid_until`).
+    match claims.exp {
+        None => return Err(AuthError::Malformed(Malformed::Claim("exp"))),
+        Some(exp) if now > exp + settings.leeway.as_secs_f64() => return Err(AuthError::Expired),
+        Some(_) => {}
     }
     if claims
         .iat

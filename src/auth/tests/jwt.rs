@@ -95,6 +95,16 @@ async fn time_claims_are_enforced_with_leeway() {
     let mut no_exp = claims(&iss);
     no_exp.as_object_mut().unwrap().remove("exp");
     assert_eq!(reason(&auth, &r, &ec.sign(&no_exp)).await, "malformed");
+    // `exp` is compared by the gateway, not jsonwebtoken: values that are not a number are refused.
+    for odd in [json!(null), json!("9999999999"), json!([1])] {
+        let mut odd_exp = claims(&iss);
+        odd_exp["exp"] = odd.clone();
+        assert_eq!(
+            reason(&auth, &r, &ec.sign(&odd_exp)).await,
+            "malformed",
+            "exp = {odd}"
+        );
+    }
 }
 
 #[tokio::test]
