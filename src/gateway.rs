@@ -313,7 +313,7 @@ async fn try_handle(
             let expiry = Expiry {
                 route: route.id.clone(),
                 request_id: state.request_id.clone(),
-                counter: gw.metrics().streams_expired(&route.id),
+                counter: rs.metrics.streams_expired.clone(),
             };
             lifetime::end_at(resp, until, expiry)
         }

@@ -188,6 +188,7 @@ impl Metrics {
         RouteHandles {
             duration: self.duration.with_label_values(&[route]),
             auth_ok: self.auth.with_label_values(&[route, "ok", "ok"]),
+            streams_expired: self.streams_expired.with_label_values(&[route]),
             post_ok: self.requests.with_label_values(&[route, "POST", "200"]),
             route: Arc::from(route),
             jsonrpc_vec: self.jsonrpc.clone(),
@@ -245,11 +246,6 @@ impl Metrics {
         self.rate_limited.with_label_values(&[route]).inc();
     }
 
-    /// The counter of one route's streams ended at their credential's expiry.
-    pub fn streams_expired(&self, route: &str) -> IntCounter {
-        self.streams_expired.with_label_values(&[route])
-    }
-
     pub fn reload(&self, ok: bool) {
         self.reloads
             .with_label_values(&[if ok { "success" } else { "failure" }])
@@ -289,6 +285,8 @@ impl Default for Metrics {
 pub struct RouteHandles {
     pub duration: Histogram,
     pub auth_ok: IntCounter,
+    /// GET event streams ended at their credential's expiry.
+    pub streams_expired: IntCounter,
     post_ok: IntCounter,
     route: Arc<str>,
     jsonrpc_vec: IntCounterVec,

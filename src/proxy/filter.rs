@@ -10,6 +10,7 @@ use http::{HeaderValue, Response, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
+use super::headers::{EVENT_STREAM, content_type_is};
 use super::sse::{SseFilter, filter_list_json};
 use crate::body::{Body, BoxError, full, read_limited};
 use crate::jsonrpc::RawIdBuf;
@@ -28,13 +29,7 @@ pub async fn filter_response(
     granted: ScopeSet,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
-    let mime = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if mime.starts_with("text/event-stream") {
+    if content_type_is(&parts.headers, EVENT_STREAM) {
         let filter = SseFilter::new(target, kind, policy, granted, MAX_LIST_RESPONSE);
         return Response::from_parts(
             parts,
@@ -45,7 +40,7 @@ pub async fn filter_response(
             .boxed_unsync(),
         );
     }
-    if !mime.starts_with("application/json") {
+    if !content_type_is(&parts.headers, "application/json") {
         return Response::from_parts(parts, body);
     }
     let body = match read_limited(body, MAX_LIST_RESPONSE as u64).await {

@@ -18,6 +18,16 @@ pub static HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+pub const EVENT_STREAM: &str = "text/event-stream";
+
+/// The response's `Content-Type` is `mime` (case-insensitive), with or without parameters.
+pub fn content_type_is(headers: &HeaderMap, mime: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().get(..mime.len()))
+        .is_some_and(|m| m.eq_ignore_ascii_case(mime.as_bytes()))
+}
+
 /// Caller credentials are never passed to the upstream: MCP forbids token passthrough
 /// (authorization spec, "Access Token Privilege Restriction"), and cookies are credentials too.
 pub static CALLER_CREDENTIALS: [HeaderName; 3] = [

@@ -13,13 +13,14 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, header};
+use http::{HeaderValue, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use prometheus::IntCounter;
 use tokio::time::{Instant, Sleep};
 use tracing::info;
 
+use super::headers::{EVENT_STREAM, content_type_is};
 use crate::body::{Body, BoxError};
 
 /// What to report when a stream is ended.
@@ -30,15 +31,7 @@ pub struct Expiry {
 }
 
 pub fn is_event_stream(resp: &Response<Body>) -> bool {
-    resp.status().is_success()
-        && resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.get(..17)
-                    .is_some_and(|m| m.eq_ignore_ascii_case("text/event-stream"))
-            })
+    resp.status().is_success() && content_type_is(resp.headers(), EVENT_STREAM)
 }
 
 /// Ends `resp`'s body at `until`: what the upstream sends later never reaches the client.
@@ -105,6 +98,7 @@ mod tests {
     use http_body_util::{BodyExt, StreamBody};
 
     use super::*;
+    use http::header;
 
     fn event_stream(chunks: &[&'static str]) -> Response<Body> {
         let frames = chunks
